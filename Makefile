@@ -1,0 +1,34 @@
+# Two commands: `make demo` and `make test`. Each creates .venv when missing and installs
+# ntkit with what it needs; torch is pinned here so pip takes the CPU wheel on this machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ntkit-installed
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test lint bench install clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH_PIN)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ntkit demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+bench: $(STAMP)
+	$(PY) bench/kernels_fc.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

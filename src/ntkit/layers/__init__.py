@@ -1,0 +1,43 @@
+"""Network specs: every layer gives its infinite-width kernel map and its finite torch twin.
+
+>>> import torch
+>>> from ntkit import layers as L
+>>> net = L.serial(L.Dense(512, W_std=1.5, b_std=0.05), L.ReLU(), L.Dense(1))
+>>> x = torch.randn(4, 10, dtype=torch.float64)
+>>> net.kernel(x).ntk.shape
+torch.Size([4, 4])
+>>> net.module((10,), dtype=torch.float64)(x).shape
+torch.Size([4, 1])
+"""
+
+from ._activation import Activation as Activation
+from ._activation import Identity as Identity
+from ._base import Layer as Layer
+from ._closed_form import GELU as GELU
+from ._closed_form import ABReLU as ABReLU
+from ._closed_form import Abs as Abs
+from ._closed_form import Cos as Cos
+from ._closed_form import Erf as Erf
+from ._closed_form import Gaussian as Gaussian
+from ._closed_form import LeakyReLU as LeakyReLU
+from ._closed_form import ReLU as ReLU
+from ._closed_form import Sin as Sin
+from ._combinators import FanInConcat as FanInConcat
+from ._combinators import FanInSum as FanInSum
+from ._combinators import FanOut as FanOut
+from ._combinators import Parallel as Parallel
+from ._combinators import Serial as Serial
+from ._combinators import parallel as parallel
+from ._combinators import serial as serial
+from ._dense import Dense as Dense
+from ._dense import DenseModule as DenseModule
+from ._elementwise import Elementwise as Elementwise
+from ._elementwise import compose as compose
+
+__all__ = [
+    "Layer", "Activation",
+    "Dense", "DenseModule",
+    "ReLU", "LeakyReLU", "ABReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Gaussian", "Identity",
+    "Elementwise", "compose",
+    "serial", "parallel", "Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat",
+]

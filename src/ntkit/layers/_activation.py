@@ -1,0 +1,106 @@
+"""Elementwise nonlinearities: the shared kernel map, and the parameter-free Identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from ..kernel import Kernel
+from ._base import Layer
+
+__all__ = ["Activation", "ActivationModule", "Identity"]
+
+
+class Activation(Layer):
+    """An elementwise nonlinearity ``phi`` applied to Gaussian pre-activations.
+
+    With ``(u, v) ~ N(0, [[K11, K12], [K12, K22]])`` the kernel map is
+    ``K12 <- E[phi(u) phi(v)]`` and ``Theta <- Theta * E[phi'(u) phi'(v)]`` (Jacot et al.
+    2018; the expectations are ``expectations``). Subclasses give ``phi`` (the finite twin) and
+    ``expectations``.
+    """
+
+    def phi(self, x: Tensor) -> Tensor:
+        """The nonlinearity on finite activations."""
+        raise NotImplementedError
+
+    def expectations(self, q12: Tensor, q11: Tensor, q22: Tensor,
+                     *, ntk: bool) -> tuple[Tensor, Tensor | None]:
+        """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` with ``u, v`` variances ``q11, q22`` and
+        covariance ``q12`` (broadcastable tensors); the second is ``None`` unless ``ntk``.
+        Must not modify its arguments."""
+        raise NotImplementedError
+
+    def out_shape(self, in_shape):
+        return self._one(in_shape)
+
+    def kernel_fn(self, k: Kernel) -> Kernel:
+        k = self._one(k)
+        if not k.is_gaussian:
+            raise ValueError(
+                f"{self!r} needs Gaussian pre-activations, but its input is raw data, the "
+                f"output of another nonlinearity, or a FanInConcat: put a Dense before it, or "
+                f"write two nonlinearities next to each other in one serial(...) so that they "
+                f"are composed into one activation and integrated numerically"
+            )
+        need_ntk = k.ntk is not None
+        if k.diagonal:
+            nngp, tdot = self.expectations(k.cov1, k.cov1, k.cov1, ntk=need_ntk)
+            cov1, cov2 = nngp, None
+        else:
+            nngp, tdot = self.expectations(k.nngp, k.var1, k.var2, ntk=need_ntk)
+            # The general formula at (q, q, q), as neural-tangents does, so that the diagonal
+            # of nngp and cov agree (both are made identical below when x1 is x2).
+            cov1 = self.expectations(k.cov1, k.cov1, k.cov1, ntk=False)[0]
+            cov2 = None if k.cov2 is None else self.expectations(k.cov2, k.cov2, k.cov2,
+                                                                 ntk=False)[0]
+            if k.x1_is_x2:
+                nngp.diagonal().copy_(cov1)
+        return k.replace(
+            nngp=nngp,
+            ntk=None if tdot is None else k.ntk * tdot,
+            cov1=cov1,
+            cov2=cov2,
+            is_gaussian=False,
+            linear_in=frozenset(),
+        )
+
+    def build(self, in_shape, generator, dtype) -> nn.Module:
+        return ActivationModule(self)
+
+
+class ActivationModule(nn.Module):
+    """Finite twin of an :class:`Activation`: applies ``activation.phi`` elementwise."""
+
+    def __init__(self, activation: Activation):
+        super().__init__()
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation.phi(x)
+
+    def extra_repr(self) -> str:
+        return repr(self.activation)
+
+
+@dataclass(frozen=True)
+class Identity(Layer):
+    """The identity: the kernel passes through unchanged (as do its Gaussianity and sources).
+
+    Example:
+        >>> import torch
+        >>> from ntkit import layers as L
+        >>> x = torch.eye(2, dtype=torch.float64)
+        >>> L.serial(L.Dense(3), L.Identity()).kernel(x).nngp.tolist()
+        [[0.5, 0.0], [0.0, 0.5]]
+    """
+
+    def out_shape(self, in_shape):
+        return in_shape
+
+    def kernel_fn(self, k):
+        return k
+
+    def build(self, in_shape, generator, dtype) -> nn.Module:
+        return nn.Identity()

@@ -1,0 +1,150 @@
+"""The layer contract: one spec, two worlds (infinite-width kernel map and finite twin)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+from ..kernel import Kernel
+
+__all__ = ["Layer"]
+
+# A single flow, or several parallel branches (after FanOut / parallel).
+Kernels = Union[Kernel, list[Kernel]]
+Shapes = Union[tuple[int, ...], list[tuple[int, ...]]]
+
+_tokens = itertools.count()
+
+
+def fresh_token() -> int:
+    """A new id for one application of a layer with random weights (see ``Kernel.linear_in``)."""
+    return next(_tokens)
+
+
+class Layer:
+    """A network layer: its infinite-width kernel map and its finite ``torch.nn.Module`` twin.
+
+    Subclasses implement :meth:`kernel_fn` (``Kernel -> Kernel``), :meth:`out_shape` and
+    :meth:`build`. Users call :meth:`kernel` and :meth:`module`.
+    """
+
+    # -- what subclasses provide ---------------------------------------------------------
+    def kernel_fn(self, k: Kernels) -> Kernels:
+        """The infinite-width map from the kernel of the inputs to that of the outputs."""
+        raise NotImplementedError
+
+    def out_shape(self, in_shape: Shapes) -> Shapes:
+        """Per-example output shape (no batch axis) of the finite twin for ``in_shape``."""
+        raise NotImplementedError
+
+    def build(self, in_shape: Shapes, generator: torch.Generator | None,
+              dtype: torch.dtype) -> nn.Module:
+        """The finite twin for per-example inputs of ``in_shape`` (see :meth:`module`)."""
+        raise NotImplementedError
+
+    # -- what users call -----------------------------------------------------------------
+    def kernel(
+        self,
+        x1,
+        x2=None,
+        *,
+        get: str | tuple[str, ...] = ("nngp", "ntk"),
+        diagonal: bool = False,
+        batch_size: int | None = None,
+    ) -> Kernel:
+        """The infinite-width NNGP and NTK of this network between two batches of inputs.
+
+        **Arguments:**
+
+        - ``x1``: ``(N1, d)`` inputs (tensor or NumPy array, floating point, finite).
+        - ``x2``: ``(N2, d)`` inputs, or ``None`` for ``x1`` against itself.
+        - ``get``: which kernels to return, ``"nngp"`` and/or ``"ntk"`` (the NNGP is always
+          computed: the NTK recursion needs it).
+        - ``diagonal``: return only ``k(x1_i, x1_i)`` (``x2`` must be ``None``).
+        - ``batch_size``: inputs per block; the kernel is computed block by block (only the
+          upper triangle of blocks when ``x2`` is ``None``), which keeps the per-entry work
+          in cache. ``None`` picks a size.
+
+        **Returns:** a :class:`~ntkit.Kernel` whose ``nngp`` and ``ntk`` are ``(N1, N2)``
+        tensors (``(N1,)`` with ``diagonal=True``) of the inputs' dtype and device; ``ntk``
+        is ``None`` unless requested.
+
+        Example:
+            >>> import torch
+            >>> from ntkit import layers as L
+            >>> net = L.serial(L.Dense(512, W_std=1.5, b_std=0.05), L.ReLU(), L.Dense(1))
+            >>> k = net.kernel(torch.randn(5, 3, dtype=torch.float64))
+            >>> k.nngp.shape, k.ntk.shape
+            (torch.Size([5, 5]), torch.Size([5, 5]))
+        """
+        from ._compute import compute_kernel
+
+        return compute_kernel(self, x1, x2, get=get, diagonal=diagonal, batch_size=batch_size)
+
+    def module(
+        self,
+        in_shape: tuple[int, ...] | int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> nn.Module:
+        """The finite network with this spec, initialised with the same parametrization.
+
+        **Arguments:**
+
+        - ``in_shape``: per-example input shape without the batch axis, e.g. ``(784,)``.
+        - ``generator``: a ``torch.Generator`` for reproducible initialisation.
+        - ``dtype``: dtype of the parameters (default ``torch.get_default_dtype()``).
+
+        **Returns:** a ``torch.nn.Module`` mapping ``(N, *in_shape)`` to the network's outputs.
+
+        Example:
+            >>> import torch
+            >>> from ntkit import layers as L
+            >>> net = L.serial(L.Dense(512), L.ReLU(), L.Dense(1))
+            >>> model = net.module((3,), generator=torch.Generator().manual_seed(0))
+            >>> model(torch.randn(5, 3)).shape
+            torch.Size([5, 1])
+        """
+        if isinstance(in_shape, int):
+            in_shape = (in_shape,)
+        in_shape = tuple(in_shape)
+        if not in_shape or any(not isinstance(s, int) or s <= 0 for s in in_shape):
+            raise ValueError(
+                f"in_shape must be a non-empty tuple of positive ints (no batch axis), e.g. "
+                f"(784,); got {in_shape!r}"
+            )
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch dtype; got {dtype}")
+        dtype = dtype or torch.get_default_dtype()
+        self.out_shape(in_shape)  # raises on incompatible shapes before any allocation
+        return self.build(in_shape, generator, dtype)
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    def _one(self, k):
+        """``k`` must be a single flow, not branches."""
+        if isinstance(k, list):
+            raise ValueError(
+                f"{self!r} takes one input but received {len(k)} branches; merge them first "
+                f"with FanInSum() or FanInConcat()"
+            )
+        return k
+
+    def _many(self, k) -> list:
+        """``k`` must be branches (a list), not a single flow."""
+        if not isinstance(k, list):
+            raise ValueError(
+                f"{self!r} takes several branches but received a single input; split it "
+                f"first with FanOut(n)"
+            )
+        return k
+
+
+def draw_normal(shape: tuple[int, ...], std: float, generator: torch.Generator | None,
+                dtype: torch.dtype) -> Tensor:
+    """``N(0, std^2)`` samples of ``shape``, drawn in float64 then cast for every dtype alike."""
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    return (x * std).to(dtype)

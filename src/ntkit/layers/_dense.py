@@ -1,0 +1,149 @@
+"""Dense (fully-connected) layer in the NTK or the standard parametrization."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import KW_ONLY, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import positive_int, real_number
+from ..kernel import Kernel
+from ._base import Layer, draw_normal, fresh_token
+
+__all__ = ["Dense", "DenseModule"]
+
+_PARAMETRIZATIONS = ("ntk", "standard")
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Fully-connected layer with ``out_features`` outputs acting on ``(N, in_features)``.
+
+    **Arguments:**
+
+    - ``out_features``: width of the finite twin (the kernel is its infinite-width limit).
+    - ``W_std``, ``b_std``: weight and bias scales; ``b_std=None`` means no bias at all.
+    - ``parametrization``:
+
+      - ``"ntk"`` (default): ``z = W_std / sqrt(in) * W x + b_std * b`` with
+        ``W, b ~ N(0, 1)``. Kernel: ``K <- W_std^2 K + b_std^2``,
+        ``Theta <- W_std^2 Theta + K_new``.
+      - ``"standard"``: ``z = W x + b`` with ``W ~ N(0, W_std^2 / in)``,
+        ``b ~ N(0, b_std^2)``; the parameters are ``W`` and ``b`` themselves, so the NNGP is
+        the same and the NTK grows with the finite widths:
+        ``Theta <- in * K_old + W_std^2 Theta (+ 1 with a bias)`` (neural-tangents with width
+        scale ``s = (1, 1)``). A bias with ``b_std=0`` is still a trainable parameter and adds
+        the ``+ 1``.
+
+    Example:
+        >>> import torch
+        >>> from ntkit import layers as L
+        >>> k = L.Dense(8, W_std=2.0, b_std=0.5).kernel(torch.ones(2, 3, dtype=torch.float64))
+        >>> k.nngp[0, 1].item(), k.ntk[0, 1].item()
+        (4.25, 4.25)
+    """
+
+    out_features: int
+    _: KW_ONLY
+    W_std: float = 1.0
+    b_std: float | None = 0.0
+    parametrization: str = "ntk"
+
+    def __post_init__(self):
+        object.__setattr__(self, "out_features", positive_int(self.out_features, "out_features"))
+        object.__setattr__(self, "W_std", real_number(self.W_std, "W_std", minimum=0.0))
+        object.__setattr__(self, "b_std",
+                           real_number(self.b_std, "b_std", minimum=0.0, allow_none=True))
+        if self.parametrization not in _PARAMETRIZATIONS:
+            raise ValueError(
+                f"parametrization must be one of {_PARAMETRIZATIONS}; got {self.parametrization!r}"
+            )
+
+    def out_shape(self, in_shape):
+        in_shape = self._one(in_shape)
+        if len(in_shape) != 1:
+            raise ValueError(
+                f"Dense acts on inputs of shape (N, features); got per-example shape "
+                f"{in_shape}: flatten them first"
+            )
+        return (self.out_features,)
+
+    def kernel_fn(self, k: Kernel) -> Kernel:
+        k = self._one(k)
+        self.out_shape(k.shape1[1:])
+        w2 = self.W_std**2
+        b2 = (self.b_std or 0.0) ** 2
+        nngp = _affine(k.nngp, w2, b2)
+        ntk = k.ntk
+        if ntk is not None:
+            if self.parametrization == "ntk":
+                ntk = torch.add(nngp, ntk, alpha=w2)
+            else:
+                # Standard parametrization: d z / d W = x, so this layer adds in * K_in.
+                ntk = torch.add(k.nngp * k.shape1[1], ntk, alpha=w2)
+                if self.b_std is not None:
+                    ntk = ntk + 1.0
+        token = fresh_token()
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=_affine(k.cov1, w2, b2),
+            cov2=None if k.cov2 is None else _affine(k.cov2, w2, b2),
+            shape1=(k.shape1[0], self.out_features),
+            shape2=(k.shape2[0], self.out_features),
+            is_gaussian=True,
+            linear_in=frozenset({token}),
+            depends_on=k.depends_on | {token},
+        )
+
+    def build(self, in_shape, generator, dtype) -> nn.Module:
+        return DenseModule(in_shape[0], self.out_features, W_std=self.W_std, b_std=self.b_std,
+                           parametrization=self.parametrization, generator=generator,
+                           dtype=dtype)
+
+
+def _affine(x: Tensor, w2: float, b2: float) -> Tensor:
+    out = x * w2
+    return out.add_(b2) if b2 else out
+
+
+class DenseModule(nn.Module):
+    """Finite twin of :class:`Dense`: ``(N, in_features) -> (N, out_features)``.
+
+    In the NTK parametrization the trainable ``weight`` and ``bias`` are standard normal and
+    the forward pass scales them by ``weight_scale = W_std / sqrt(in)`` and
+    ``bias_scale = b_std``; in the standard one the scales are 1 and the draws carry the
+    variances. ``forward`` computes ``x @ (weight_scale * weight).T + bias_scale * bias``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, W_std: float,
+                 b_std: float | None, parametrization: str,
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        dtype = dtype or torch.get_default_dtype()
+        ntk = parametrization == "ntk"
+        w_std_draw = 1.0 if ntk else W_std / math.sqrt(in_features)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight_scale = W_std / math.sqrt(in_features) if ntk else 1.0
+        self.weight = nn.Parameter(draw_normal((out_features, in_features), w_std_draw,
+                                               generator, dtype))
+        # In the NTK parametrization a zero b_std makes the bias inert: leave it out.
+        has_bias = b_std is not None and (not ntk or b_std > 0)
+        self.bias_scale = (b_std if ntk else 1.0) if has_bias else 0.0
+        self.bias = (nn.Parameter(draw_normal((out_features,), 1.0 if ntk else b_std,
+                                              generator, dtype)) if has_bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight if self.weight_scale == 1.0 else self.weight * self.weight_scale
+        b = None
+        if self.bias is not None:
+            b = self.bias if self.bias_scale == 1.0 else self.bias * self.bias_scale
+        return F.linear(x, w, b)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"weight_scale={self.weight_scale:.4g}, bias_scale={self.bias_scale:.4g}")
