@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                                                            "(default: demo_output)")
     demo.add_argument("--widths", type=_positive_int_list, default=(64, 256, 1024, 4096),
                       help="twin widths, comma-separated (default: 64,256,1024,4096)")
-    demo.add_argument("--seeds", type=int, default=3, help="initialisations per width")
+    demo.add_argument("--seeds", type=int, default=8, help="initialisations per width")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 

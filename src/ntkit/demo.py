@@ -66,7 +66,7 @@ class DemoResult:
 
 
 def run_demo(*, out_dir: str | Path = "demo_output", widths=(64, 256, 1024, 4096),
-             seeds: int = 3, n_ntk: int = 100, progress: bool = True,
+             seeds: int = 8, n_ntk: int = 100, progress: bool = True,
              echo=print) -> DemoResult:
     """Run the demo, print its tables, and save the convergence plot under ``out_dir``.
 
