@@ -30,7 +30,10 @@ def as_inputs(x, name: str) -> Tensor:
             f"{tuple(x.shape)} (for one example use {name}[None])"
         )
     if x.shape[0] == 0 or x[0].numel() == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} is empty: shape {tuple(x.shape)}; pass at least one example with at least "
+            f"one feature"
+        )
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean the inputs first")

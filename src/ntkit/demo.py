@@ -117,7 +117,8 @@ def run_demo(*, out_dir: str | Path = "demo_output", widths=(64, 256, 1024, 4096
             model = twin_spec.module((xs.shape[1],), generator=gen, dtype=xs.dtype)
             n_params[width] = sum(p.numel() for p in model.parameters())
             emp = empirical_ntk(model, xs)
-            distances[width].append(float(torch.linalg.norm(emp - theta) / torch.linalg.norm(theta)))
+            dist = torch.linalg.norm(emp - theta) / torch.linalg.norm(theta)
+            distances[width].append(float(dist))
             del model
             bar.update(1)
     bar.close()
@@ -128,7 +129,7 @@ def run_demo(*, out_dir: str | Path = "demo_output", widths=(64, 256, 1024, 4096
     say(f"Empirical NTK of finite twins vs infinite-width NTK on {len(xs)} test inputs "
         f"({seeds} initialisations per width)")
     say(f"{'width':>6}  {'parameters':>11}  {'relative distance':>17}  {'std':>7}")
-    for width, mean in zip(widths, means):
+    for width, mean in zip(widths, means, strict=True):
         say(f"{width:>6}  {n_params[width]:>11,}  {mean:>17.4f}  {np.std(distances[width]):>7.4f}")
     say(f"fitted slope of log(distance) vs log(width): {slope:.3f} (theory: -0.5)")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from typing import Union
 
 import torch
 from torch import Tensor, nn
@@ -13,8 +12,8 @@ from ..kernel import Kernel
 __all__ = ["Layer"]
 
 # A single flow, or several parallel branches (after FanOut / parallel).
-Kernels = Union[Kernel, list[Kernel]]
-Shapes = Union[tuple[int, ...], list[tuple[int, ...]]]
+Kernels = Kernel | list[Kernel]
+Shapes = tuple[int, ...] | list[tuple[int, ...]]
 
 _tokens = itertools.count()
 

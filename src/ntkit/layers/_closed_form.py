@@ -20,14 +20,16 @@ __all__ = ["ABReLU", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "G
 
 
 def _angle(q12: Tensor, q11: Tensor, q22: Tensor) -> tuple[Tensor, Tensor]:
-    """``(S, theta)`` with ``S = sqrt(q11 q22 - q12^2)`` and ``theta = arccos(q12 / sqrt(q11 q22))``.
+    """``(S, theta)``: ``S = sqrt(q11 q22 - q12^2)``, ``theta = arccos(q12 / sqrt(q11 q22))``.
 
     ``atan2`` keeps the angle accurate near ``c = 1``, where ``arccos`` turns one rounding
     error of ``c`` into ``sqrt(eps)``; at ``q11 q22 = q12^2`` exactly (the diagonal when x1 is
     x2) ``S`` and ``theta`` are exactly 0. An input with zero variance gets ``theta = pi/2``
     (independence), as in neural-tangents.
     """
-    s = torch.addcmul(q11 * q22, q12, q12, value=-1.0).clamp_(min=0.0).sqrt_()
+    # Two rounded products, not addcmul: a fused multiply-add leaves the rounding error of
+    # q11 q22 behind at q11 = q22 = q12, and its square root (~1e-8 q) would be the angle.
+    s = (q11 * q22 - q12 * q12).clamp_(min=0.0).sqrt_()
     theta = torch.atan2(s, q12)
     if bool((q11 == 0).any()) or bool((q22 == 0).any()):
         theta = torch.where((s == 0) & (q12 == 0), torch.full_like(theta, math.pi / 2), theta)
@@ -237,7 +239,7 @@ class Gaussian(Activation):
         return self.a * torch.exp(self.b * x * x)
 
     def expectations(self, q12, q11, q22, *, ntk):
-        if self.b > 0 and bool((torch.maximum(q11.max(), q22.max()) >= 1 / (4 * self.b))):
+        if self.b > 0 and bool(torch.maximum(q11.max(), q22.max()) >= 1 / (4 * self.b)):
             raise ValueError(
                 f"{self!r}: E[exp(2 b u^2)] is infinite for pre-activation variance >= "
                 f"1/(4b) = {1 / (4 * self.b):.4g}; lower W_std/b_std or use b <= 0"

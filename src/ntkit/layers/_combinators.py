@@ -52,6 +52,9 @@ class Serial(Layer):
             in_shape = layer.out_shape(in_shape)
         return nn.Sequential(*modules)
 
+    def __repr__(self):
+        return f"serial({', '.join(map(repr, self.layers))})"
+
 
 def serial(*layers: Layer) -> Serial:
     """Compose layers in order; nested ``serial`` are flattened.
@@ -63,7 +66,7 @@ def serial(*layers: Layer) -> Serial:
     Example:
         >>> from ntkit import layers as L
         >>> L.serial(L.Dense(8), L.ReLU(), L.serial(L.Dense(1)))
-        Serial(layers=(Dense(out_features=8, W_std=1.0, b_std=0.0, parametrization='ntk'), ReLU(), Dense(out_features=1, W_std=1.0, b_std=0.0, parametrization='ntk')))
+        serial(Dense(8), ReLU(), Dense(1))
     """
     flat: list[Layer] = []
     for layer in _layers(layers, "serial"):
@@ -100,14 +103,16 @@ class Parallel(Layer):
         return branches
 
     def kernel_fn(self, k):
-        return [layer.kernel_fn(b) for layer, b in zip(self.layers, self._match(k))]
+        pairs = zip(self.layers, self._match(k), strict=True)
+        return [layer.kernel_fn(b) for layer, b in pairs]
 
     def out_shape(self, in_shape):
-        return [layer.out_shape(s) for layer, s in zip(self.layers, self._match(in_shape))]
+        pairs = zip(self.layers, self._match(in_shape), strict=True)
+        return [layer.out_shape(s) for layer, s in pairs]
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
-        return _ParallelModule([layer.build(s, generator, dtype)
-                                for layer, s in zip(self.layers, self._match(in_shape))])
+        pairs = zip(self.layers, self._match(in_shape), strict=True)
+        return _ParallelModule([layer.build(s, generator, dtype) for layer, s in pairs])
 
     def __repr__(self):
         return f"parallel({', '.join(map(repr, self.layers))})"
@@ -183,7 +188,7 @@ class FanInSum(Layer):
     def out_shape(self, in_shape):
         shapes = self._many(in_shape)
         if any(s != shapes[0] for s in shapes):
-            raise ValueError(f"FanInSum: branches must have equal shapes; got {shapes}")
+            raise ValueError(f"FanInSum: branches must have equal shapes; got {shapes}{_SUM_HINT}")
         return shapes[0]
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
@@ -207,7 +212,7 @@ class FanInConcat(Layer):
         total = float(sum(widths))
 
         def mean(values):
-            return _sum(v * (w / total) for v, w in zip(values, widths))
+            return _sum(v * (w / total) for v, w in zip(values, widths, strict=True))
 
         return ks[0].replace(
             nngp=mean(a.nngp for a in ks),
@@ -226,13 +231,17 @@ class FanInConcat(Layer):
         if any(len(s) != len(shapes[0]) or s[1:] != shapes[0][1:] for s in shapes):
             raise ValueError(
                 f"FanInConcat: branches must agree in every axis but the feature axis; got "
-                f"per-example shapes {shapes}"
+                f"per-example shapes {shapes}: flatten them first"
             )
         return (sum(s[0] for s in shapes),) + tuple(shapes[0][1:])
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
         self.out_shape(in_shape)
         return _ConcatModule()
+
+
+_SUM_HINT = ("; give every branch the same width (end each with a Dense of the same size) or "
+             "join them with FanInConcat()")
 
 
 def _independent(a: Kernel, b: Kernel) -> bool:
@@ -243,7 +252,7 @@ def _independent(a: Kernel, b: Kernel) -> bool:
 def _same_shapes(ks: list[Kernel], who: str) -> None:
     shapes = [k.shape1[1:] for k in ks]
     if any(s != shapes[0] for s in shapes):
-        raise ValueError(f"{who}: branches must have equal shapes; got {shapes}")
+        raise ValueError(f"{who}: branches must have equal shapes; got {shapes}{_SUM_HINT}")
 
 
 def _sum(tensors):
@@ -260,7 +269,7 @@ class _ParallelModule(nn.Module):
         self.branches = nn.ModuleList(modules)
 
     def forward(self, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        return tuple(m(x) for m, x in zip(self.branches, xs))
+        return tuple(m(x) for m, x in zip(self.branches, xs, strict=True))
 
 
 class _FanOutModule(nn.Module):

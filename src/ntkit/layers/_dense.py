@@ -62,6 +62,13 @@ class Dense(Layer):
                 f"parametrization must be one of {_PARAMETRIZATIONS}; got {self.parametrization!r}"
             )
 
+    def __repr__(self):
+        opts = "".join(f", {name}={getattr(self, name)!r}"
+                       for name, default in (("W_std", 1.0), ("b_std", 0.0),
+                                             ("parametrization", "ntk"))
+                       if getattr(self, name) != default)
+        return f"Dense({self.out_features}{opts})"
+
     def out_shape(self, in_shape):
         in_shape = self._one(in_shape)
         if len(in_shape) != 1:
