@@ -68,15 +68,19 @@ class Kernel:
         *,
         diagonal: bool = False,
         ntk: bool = True,
+        cov1: Tensor | None = None,
+        cov2: Tensor | None = None,
     ) -> Kernel:
         """The input kernel ``K0(x, x') = x . x' / d`` of ``(N, d)`` inputs (neural-tangents').
 
         ``x2=None`` means ``x1`` against itself; the diagonal is then set to ``cov1`` exactly
         and the matrix made exactly symmetric, so that later layers see ``c = 1`` there.
-        Inputs are assumed validated (see ``ntkit.layers.Layer.kernel``).
+        Inputs are assumed validated (see ``ntkit.layers.Layer.kernel``); ``cov1``, ``cov2``
+        may pass their variances ``x . x / d`` when already known (blocks of one batch).
         """
         d = x1.shape[1]
-        cov1 = torch.einsum("nd,nd->n", x1, x1) / d
+        if cov1 is None:
+            cov1 = input_variances(x1)
         if diagonal:
             return cls(cov1, _zero_ntk(x1, ntk), cov1, None, True, True, tuple(x1.shape),
                        tuple(x1.shape))
@@ -87,7 +91,8 @@ class Kernel:
             gram.diagonal().copy_(cov1)
             return cls(gram, _zero_ntk(x1, ntk), cov1, None, True, False, tuple(x1.shape),
                        tuple(x1.shape))
-        cov2 = torch.einsum("nd,nd->n", x2, x2) / d
+        if cov2 is None:
+            cov2 = input_variances(x2)
         gram = (x1 @ x2.T) / d
         return cls(gram, _zero_ntk(x1, ntk), cov1, cov2, False, False, tuple(x1.shape),
                    tuple(x2.shape))
@@ -115,6 +120,11 @@ class Kernel:
             f"x1_is_x2={self.x1_is_x2}, diagonal={self.diagonal}, shape1={self.shape1}, "
             f"shape2={self.shape2}, is_gaussian={self.is_gaussian})"
         )
+
+
+def input_variances(x: Tensor) -> Tensor:
+    """``(N,)`` input variances ``x_i . x_i / d`` of ``(N, d)`` inputs."""
+    return torch.einsum("nd,nd->n", x, x) / x.shape[1]
 
 
 def _zero_ntk(x: Tensor, wanted: bool) -> Tensor | None:

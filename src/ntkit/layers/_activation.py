@@ -56,12 +56,8 @@ class Activation(Layer):
             cov2 = None if k.cov2 is None else self.expectations(k.cov2, k.cov2, k.cov2,
                                                                  ntk=False)[0]
             if k.x1_is_x2:
-                # Mirror the upper triangle: vectorised and scalar paths of torch's
-                # transcendental functions may differ by an ulp, and a quadrature that
-                # conditions on u is not symmetric at all (off-diagonal blocks of a blocked
-                # kernel are mirrored the same way).
-                nngp = _mirror_upper(nngp)
-                tdot = None if tdot is None else _mirror_upper(tdot)
+                # Exact diagonal. (Exact symmetry is restored once, at the end, by the block
+                # driver: every entry depends only on the same entry of the layer before.)
                 nngp.diagonal().copy_(cov1)
         return k.replace(
             nngp=nngp,
@@ -74,10 +70,6 @@ class Activation(Layer):
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
         return ActivationModule(self)
-
-
-def _mirror_upper(m: Tensor) -> Tensor:
-    return m.triu() + m.triu(1).T
 
 
 class ActivationModule(nn.Module):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_inputs, check_get, check_pair, positive_int
-from ..kernel import Kernel
+from ..kernel import Kernel, input_variances
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
 # the 1 MB L2 / shared L3 of the machines we measured (bench/kernels_fc.py).
@@ -40,8 +40,19 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
         )
     bs = DEFAULT_BATCH_SIZE if batch_size is None else positive_int(batch_size, "batch_size")
 
-    def run(a: Tensor, b: Tensor | None, diag: bool = False) -> Kernel:
-        out = net.kernel_fn(Kernel.from_inputs(a, b, diagonal=diag, ntk=need_ntk))
+    var1 = input_variances(x1)
+    var2 = None if x2 is None else input_variances(x2)
+
+    def run(i: int, j: int | None, diag: bool = False) -> Kernel:
+        """The kernel map on rows ``i:i+bs`` of x1 and rows ``j:j+bs`` of x2 (None: same)."""
+        rows = slice(i, i + bs)
+        cols = None if j is None else slice(j, j + bs)
+        k0 = Kernel.from_inputs(
+            x1[rows], None if cols is None else (x1 if x2 is None else x2)[cols],
+            diagonal=diag, ntk=need_ntk, cov1=var1[rows],
+            cov2=None if cols is None else (var1 if x2 is None else var2)[cols],
+        )
+        out = net.kernel_fn(k0)
         if isinstance(out, list):
             raise ValueError(
                 f"the network ends in {len(out)} branches; merge them with FanInSum() or "
@@ -51,7 +62,7 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
 
     starts1 = range(0, x1.shape[0], bs)
     if diagonal:
-        parts = [run(x1[i:i + bs], None, diag=True) for i in starts1]
+        parts = [run(i, None, diag=True) for i in starts1]
         nngp = torch.cat([p.nngp for p in parts])
         ntk = torch.cat([_full(p.ntk, p.nngp) for p in parts]) if need_ntk else None
         return parts[0].replace(nngp=nngp, ntk=ntk, cov1=nngp, shape1=_rows(parts[0].shape1, x1),
@@ -65,20 +76,19 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
     cov2: list[Tensor] = []
     last = None
     for i in starts1:
-        a = x1[i:i + bs]
         for j in range(i if x2 is None else 0, n2, bs):
             if x2 is None and j == i:
-                last = run(a, None)
+                last = run(i, None)
                 cov1.append(last.cov1)
             else:
-                last = run(a, (x1 if x2 is None else x2)[j:j + bs])
+                last = run(i, j)
                 if x2 is not None and j == 0:
                     cov1.append(last.cov1)
                 if x2 is not None and i == 0:
                     cov2.append(last.cov2)
-            _put(nngp, last.nngp, i, j, mirror=x2 is None and j != i)
+            _put(nngp, last.nngp, i, j, symmetric=x2 is None)
             if need_ntk:
-                _put(ntk, _full(last.ntk, last.nngp), i, j, mirror=x2 is None and j != i)
+                _put(ntk, _full(last.ntk, last.nngp), i, j, symmetric=x2 is None)
     return last.replace(
         nngp=nngp, ntk=ntk, cov1=torch.cat(cov1), cov2=None if x2 is None else torch.cat(cov2),
         x1_is_x2=x2 is None, shape1=_rows(last.shape1, x1),
@@ -86,10 +96,22 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
     )
 
 
-def _put(out: Tensor, block: Tensor, i: int, j: int, *, mirror: bool) -> None:
-    out[i:i + block.shape[0], j:j + block.shape[1]] = block
-    if mirror:
-        out[j:j + block.shape[1], i:i + block.shape[0]] = block.T
+def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool) -> None:
+    """Write ``block`` at rows ``i``, columns ``j``; for a symmetric kernel also mirror it.
+
+    A diagonal block keeps its upper triangle only: an entry is computed as
+    ``f(x_a, x_b)`` with ``a < b`` everywhere, so the result is exactly symmetric and the
+    same for every block size, even where ``f`` is not exactly symmetric in floating point
+    (vectorised vs scalar transcendental functions, quadrature that conditions on ``u``).
+    """
+    rows, cols = slice(i, i + block.shape[0]), slice(j, j + block.shape[1])
+    if not symmetric:
+        out[rows, cols] = block
+    elif i == j:
+        out[rows, cols] = block.triu() + block.triu(1).T
+    else:
+        out[rows, cols] = block
+        out[cols, rows] = block.T
 
 
 def _full(ntk: Tensor, like: Tensor) -> Tensor:

@@ -87,7 +87,8 @@ class Dense(Layer):
         ntk = k.ntk
         if ntk is not None:
             if self.parametrization == "ntk":
-                ntk = torch.add(nngp, ntk, alpha=w2)
+                # A 0-d NTK is the zero of the inputs: Theta = K_new, shared (never mutated).
+                ntk = nngp if ntk.ndim == 0 else torch.add(nngp, ntk, alpha=w2)
             else:
                 # Standard parametrization: d z / d W = x, so this layer adds in * K_in.
                 ntk = torch.add(k.nngp * k.shape1[1], ntk, alpha=w2)
