@@ -77,7 +77,8 @@ def run_demo(*, out_dir: str | Path = "demo_output", widths=(64, 256, 1024, 4096
     data = load_digits()
     net = mlp()
     steps = 2 + len(widths) * seeds
-    bar = tqdm(total=steps, disable=not progress, desc="ntkit demo", leave=False)
+    # disable=None: a bar on a terminal, none in logs and pipes.
+    bar = tqdm(total=steps, disable=None if progress else True, desc="ntkit demo", leave=False)
     lines: list[str] = []
 
     def say(line: str = "") -> None:

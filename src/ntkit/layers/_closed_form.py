@@ -19,6 +19,12 @@ from ._activation import Activation
 __all__ = ["ABReLU", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Gaussian"]
 
 
+def _check_reals(layer, *names: str) -> None:
+    """Validate the frozen dataclass fields ``names`` as finite reals (stored as ``float``)."""
+    for name in names:
+        object.__setattr__(layer, name, real_number(getattr(layer, name), name))
+
+
 def _angle(q12: Tensor, q11: Tensor, q22: Tensor) -> tuple[Tensor, Tensor]:
     """``(S, theta)``: ``S = sqrt(q11 q22 - q12^2)``, ``theta = arccos(q12 / sqrt(q11 q22))``.
 
@@ -48,8 +54,7 @@ class ABReLU(Activation):
     b: float
 
     def __post_init__(self):
-        object.__setattr__(self, "a", real_number(self.a, "a"))
-        object.__setattr__(self, "b", real_number(self.b, "b"))
+        _check_reals(self, "a", "b")
 
     def phi(self, x: Tensor) -> Tensor:
         return torch.where(x < 0, self.a * x, self.b * x)
@@ -131,8 +136,7 @@ class Erf(Activation):
     c: float = 0.0
 
     def __post_init__(self):
-        for name in ("a", "b", "c"):
-            object.__setattr__(self, name, real_number(getattr(self, name), name))
+        _check_reals(self, "a", "b", "c")
 
     def phi(self, x):
         return self.a * torch.erf(self.b * x) + self.c
@@ -189,8 +193,7 @@ class Sin(Activation):
     c: float = 0.0
 
     def __post_init__(self):
-        for name in ("a", "b", "c"):
-            object.__setattr__(self, name, real_number(getattr(self, name), name))
+        _check_reals(self, "a", "b", "c")
 
     def _phase(self) -> float:
         return self.c
@@ -232,8 +235,7 @@ class Gaussian(Activation):
     b: float = -1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "a", real_number(self.a, "a"))
-        object.__setattr__(self, "b", real_number(self.b, "b"))
+        _check_reals(self, "a", "b")
 
     def phi(self, x):
         return self.a * torch.exp(self.b * x * x)
