@@ -1,14 +1,20 @@
-"""Built-in data: scikit-learn's bundled sets, which need no download."""
+"""Built-in data: scikit-learn's bundled sets, which need no download, and the UCI folder format.
+
+The UCI format is that of Fernández-Delgado et al., "Do we Need Hundreds of Classifiers to
+Solve Real World Classification Problems?" (JMLR 15, 2014), as used by Arora et al. (ICLR 2020).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Split", "load_digits"]
+__all__ = ["Split", "UCIDataset", "UCIFormatError", "load_digits", "load_uci"]
 
 
 class Split(NamedTuple):
@@ -50,3 +56,140 @@ def load_digits(*, n_train: int = 1000, seed: int = 0,
         return torch.tensor(a, dtype=dtype)
 
     return Split(prep(x_tr), torch.tensor(y_tr), prep(x_te), torch.tensor(y_te))
+
+
+class UCIFormatError(ValueError):
+    """A UCI data set folder that does not follow the format; the message names the set."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"UCI data set {name!r}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class UCIDataset:
+    """One UCI classification set with its validation split and its 4 cross-validation folds.
+
+    **Fields:** ``name``; ``x`` ``(N, d)`` float64 features (standardized as shipped); ``y``
+    ``(N,)`` int64 labels in ``0 .. n_classes - 1``; ``train``, ``validation`` 1-D int64 index
+    arrays into ``x`` (the hyper-parameter split, ``conxuntos.dat``); ``folds`` a list of 4
+    ``(train, test)`` index-array pairs (``conxuntos_kfold.dat``).
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    n_classes: int
+    train: np.ndarray
+    validation: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def n(self) -> int:
+        """Number of samples ``N``."""
+        return int(self.x.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of features ``d``."""
+        return int(self.x.shape[1])
+
+
+def _uci_metadata(folder: Path, name: str) -> dict[str, str]:
+    path = folder / f"{name}.txt"
+    if not path.is_file():
+        raise UCIFormatError(name, f"missing metadata file {path.name}")
+    meta = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            meta[key.strip()] = value.strip()
+    return meta
+
+
+def _meta_int(meta: dict[str, str], key: str, name: str) -> int:
+    if key not in meta:
+        raise UCIFormatError(name, f"metadata has no {key}= line")
+    try:
+        return int(meta[key])
+    except ValueError:
+        raise UCIFormatError(name, f"metadata {key}= is not an integer: {meta[key]!r}") from None
+
+
+def _index_lines(path: Path, name: str, n_lines: int, n: int) -> list[np.ndarray]:
+    if not path.is_file():
+        raise UCIFormatError(name, f"missing index file {path.name}")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if len(lines) != n_lines:
+        raise UCIFormatError(name, f"{path.name} has {len(lines)} lines; expected {n_lines}")
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            idx = np.array([int(v) for v in line.split()], dtype=np.int64)
+        except ValueError:
+            raise UCIFormatError(name, f"{path.name} line {i + 1} has a non-integer "
+                                       f"index") from None
+        if idx.size == 0:
+            raise UCIFormatError(name, f"{path.name} line {i + 1} is empty")
+        if idx.min() < 0 or idx.max() >= n:
+            bad = int(idx[(idx < 0) | (idx >= n)][0])
+            raise UCIFormatError(name, f"{path.name} line {i + 1}: index {bad} out of range "
+                                       f"0..{n - 1}")
+        if np.unique(idx).size != idx.size:
+            raise UCIFormatError(name, f"{path.name} line {i + 1} repeats an index")
+        out.append(idx)
+    return out
+
+
+def load_uci(folder) -> UCIDataset:
+    """Read one UCI set folder ``NAME/`` (``NAME.txt``, ``NAME_R.dat``, ``conxuntos.dat``,
+    ``conxuntos_kfold.dat``; see ``../shared/data/uci-dev/README.md``).
+
+    **Arguments:** ``folder``, the path of the set's folder; its last component is the name.
+
+    **Returns:** a :class:`UCIDataset` with ``x`` ``(N, d)``, ``y`` ``(N,)``, the
+    train/validation indices and 4 folds.
+
+    **Raises:** :class:`UCIFormatError` (a ``ValueError`` naming the set) for a missing file, a
+    data shape that disagrees with the metadata, a wrong column count, a non-numeric entry, a
+    label outside ``0 .. n_clases - 1``, an index out of range or repeated within a line, or a
+    wrong number of index lines.
+    """
+    folder = Path(folder)
+    name = folder.name
+    if not folder.is_dir():
+        raise UCIFormatError(name, f"not a folder: {folder}")
+    meta = _uci_metadata(folder, name)
+    d = _meta_int(meta, "n_entradas", name)
+    n_classes = _meta_int(meta, "n_clases", name)
+    n = _meta_int(meta, "n_patrons1", name)
+    if d <= 0 or n_classes <= 0 or n <= 0:
+        raise UCIFormatError(name, "metadata n_entradas, n_clases and n_patrons1 must be "
+                                   "positive")
+    data_path = folder / meta.get("fich1", f"{name}_R.dat")
+    if not data_path.is_file():
+        raise UCIFormatError(name, f"missing data file {data_path.name}")
+    rows = [line.split() for line in data_path.read_text().splitlines()[1:] if line.strip()]
+    if len(rows) != n:
+        raise UCIFormatError(name, f"{data_path.name} has {len(rows)} samples; metadata "
+                                   f"n_patrons1= says {n}")
+    for i, row in enumerate(rows):
+        if len(row) != d + 2:
+            raise UCIFormatError(name, f"{data_path.name} sample {i + 1} has {len(row)} "
+                                       f"columns; expected {d + 2} (index, {d} features, label)")
+    try:
+        table = np.array([[float(v) for v in row[1:]] for row in rows], dtype=np.float64)
+    except ValueError:
+        raise UCIFormatError(name, f"{data_path.name} has a non-numeric entry") from None
+    if not np.isfinite(table).all():
+        raise UCIFormatError(name, f"{data_path.name} has a NaN or infinite entry")
+    x, labels = table[:, :-1], table[:, -1]
+    y = labels.astype(np.int64)
+    if not np.array_equal(y, labels) or y.min() < 0 or y.max() >= n_classes:
+        raise UCIFormatError(name, f"{data_path.name} has a label outside 0..{n_classes - 1}")
+    train, validation = _index_lines(folder / "conxuntos.dat", name, 2, n)
+    k = _index_lines(folder / "conxuntos_kfold.dat", name, 8, n)
+    folds = [(k[2 * i], k[2 * i + 1]) for i in range(4)]
+    return UCIDataset(name=name, x=np.ascontiguousarray(x), y=y, n_classes=n_classes,
+                      train=train, validation=validation, folds=folds)
