@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from . import layers as L
 from .datasets import load_digits
 from .empirical import empirical_ntk
+from .solve import centred_one_hot, kernel_ridge
 
 __all__ = ["DemoResult", "mlp", "kernel_regression_accuracy", "run_demo"]
 
@@ -43,12 +44,8 @@ def kernel_regression_accuracy(k_train_train: Tensor, k_test_train: Tensor, y_tr
     ``k_train_train``: ``(n, n)``; ``k_test_train``: ``(m, n)``; labels ``(n,)``, ``(m,)``.
     """
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    targets = torch.nn.functional.one_hot(y_train, n_classes).to(k_train_train.dtype)
-    targets = targets - 1.0 / n_classes
-    reg = ridge * k_train_train.diagonal().mean()
-    chol = torch.linalg.cholesky(k_train_train + reg * torch.eye(len(k_train_train),
-                                                                 dtype=k_train_train.dtype))
-    mean = k_test_train @ torch.cholesky_solve(targets, chol)
+    targets = centred_one_hot(y_train, n_classes)
+    mean = k_test_train @ kernel_ridge(k_train_train, targets, alpha=ridge)
     return float((mean.argmax(1) == y_test).double().mean())
 
 

@@ -64,6 +64,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import layers as L
 from .family import KernelFamily, fc_kernel_family
+from .solve import centred_one_hot, kernel_ridge
 
 __all__ = [
     "NTKClassifier", "NTKRegressor", "NNGPClassifier", "NNGPRegressor",
@@ -271,19 +272,8 @@ class _KernelEstimator(BaseEstimator):
         if p["solver"] == "svm":
             self.svm_ = svm(p).fit(k, y_targets)
             return
-        scale = float(np.mean(np.diag(k)))
-        reg = p["alpha"] * (scale if scale > 0 else 1.0)
-        a = torch.from_numpy(k)
-        a.diagonal().add_(reg)
-        chol, info = torch.linalg.cholesky_ex(a)
-        if int(info) != 0:
-            raise ValueError(
-                f"the training kernel plus alpha={self.alpha!r} x its mean diagonal is not "
-                f"positive definite (duplicate inputs?); increase alpha"
-            )
         rhs = torch.from_numpy(np.asarray(y_targets, dtype=np.float64))
-        rhs = rhs[:, None] if rhs.ndim == 1 else rhs
-        self.dual_coef_ = torch.cholesky_solve(rhs, chol).numpy()
+        self.dual_coef_ = kernel_ridge(torch.from_numpy(k), rhs, alpha=p["alpha"]).numpy()
 
     def _decision(self, X) -> np.ndarray:
         """``(n,)`` or ``(n, k)`` raw outputs of the fitted solver on new inputs."""
@@ -314,8 +304,7 @@ class _Classifier(ClassifierMixin, _KernelEstimator):
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; got "
                              f"1 class ({self.classes_[0]!r})")
         if p["solver"] == "ridge":
-            n = len(self.classes_)
-            targets = np.eye(n)[codes] - 1.0 / n  # centred one-hot
+            targets = centred_one_hot(torch.from_numpy(codes), len(self.classes_)).numpy()
         else:
             targets = codes
         self._fit_kernel(p, X, targets, lambda p: SVC(kernel="precomputed", C=p["C"]))

@@ -32,6 +32,7 @@ import torch
 
 from .datasets import UCIDataset, UCIFormatError, load_uci
 from .family import fc_kernel_family
+from .solve import centred_one_hot, kernel_ridge
 
 __all__ = ["PAPER_C", "PROTOCOLS", "extended_kernels", "paper_kernels", "run_dataset",
            "run_uci", "uci_folders"]
@@ -166,17 +167,14 @@ def _krr_accuracies(K: np.ndarray, y: np.ndarray, n_classes: int, train: np.ndar
                     test: np.ndarray, alphas: Sequence[float]) -> list[float]:
     """Test accuracy of kernel ridge regression on centred one-hot targets (argmax of the
     prediction), for each ridge ``alpha * mean(diag K_train)``."""
-    from scipy.linalg import cho_factor, cho_solve
-
-    k_train = K[np.ix_(train, train)]
-    k_test = K[np.ix_(test, train)]
-    targets = np.eye(n_classes)[y[train]] - 1.0 / n_classes
-    scale = float(np.mean(np.diag(k_train)))
+    k_train = torch.from_numpy(K[np.ix_(train, train)])
+    k_test = torch.from_numpy(K[np.ix_(test, train)])
+    targets = centred_one_hot(torch.from_numpy(y[train]), n_classes)
     out = []
     for alpha in alphas:
-        ridge = k_train + alpha * scale * np.eye(len(train))
-        coef = cho_solve(cho_factor(ridge, lower=True), targets)
-        out.append(float(np.mean(np.argmax(k_test @ coef, axis=1) == y[test])))
+        coef = kernel_ridge(k_train, targets, alpha=alpha)
+        pred = (k_test @ coef).argmax(1).numpy()
+        out.append(float(np.mean(pred == y[test])))
     return out
 
 
