@@ -25,5 +25,5 @@ def test_kernel_ridge_rejects_an_indefinite_kernel():
 
 def test_centred_one_hot():
     t = centred_one_hot(torch.tensor([0, 2, 1]), 3)
-    assert torch.allclose(t.sum(1), torch.zeros(3), atol=1e-15)  # centred
+    assert torch.allclose(t.sum(1), torch.zeros(3, dtype=t.dtype), atol=1e-15)  # centred
     assert t.argmax(1).tolist() == [0, 2, 1]
