@@ -197,3 +197,34 @@ def test_extended_protocol_runs_and_reports_its_choice():
     assert r["params"]["learner"] in ("svc", "krr")
     assert r["params"]["kernel"] in ("ntk", "nngp")
     assert 0.0 <= r["test_accuracy"] <= 1.0
+
+
+def test_extended_scores_both_directions_on_small_sets_only(monkeypatch):
+    """On a small set a candidate's score is the mean of its forward and reverse validation
+    accuracies (recomputed here with a plain SVC); above EXTENDED_SMALL_N it is the forward one,
+    and the non-paper families get no SVM."""
+    from sklearn.svm import SVC
+
+    import ntkit.uci as uci
+
+    folder = DATA / "lenses"
+    ds = load_uci(folder)
+    all_c = tuple(range(len(uci.PAPER_C)))
+
+    def svc_acc(K, tr, te, C):
+        m = SVC(kernel="precomputed", C=C).fit(K[np.ix_(tr, tr)], ds.y[tr])
+        return float(np.mean(m.predict(K[np.ix_(te, tr)]) == ds.y[te]))
+
+    kernels = {k: get() for k, _, get in uci.extended_kernels(ds.x, (1,))}
+    for small_n, both in ((ds.n, True), (ds.n - 1, False)):
+        monkeypatch.setattr(uci, "EXTENDED_SMALL_N", small_n)
+        part = uci._select_part(folder, "extended", 5000, (1,), all_c, True)
+        svm_inputs = {p["input"] for _, p, _ in part["scores"] if p["learner"] == "svc"}
+        assert svm_inputs == ({"paper", "unit"} if both else {"paper"})
+        for (k, _), p, score in part["scores"]:
+            if p["learner"] != "svc":
+                continue
+            fwd = svc_acc(kernels[k], ds.train, ds.validation, p["C"])
+            back = svc_acc(kernels[k], ds.validation, ds.train, p["C"])
+            # Same libsvm solve on the same matrices: equal up to summation order of a mean.
+            assert score == pytest.approx((fwd + back) / 2 if both else fwd, abs=1e-12)
