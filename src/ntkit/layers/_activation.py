@@ -45,20 +45,22 @@ class Activation(Layer):
                 f"are composed into one activation and integrated numerically"
             )
         need_ntk = k.ntk is not None
+        # Images: every position is one Gaussian unit per channel; its variance is the spatial
+        # diagonal of the covariance (``Kernel.var1``), so the same formulas apply entrywise.
         if k.diagonal:
-            nngp, tdot = self.expectations(k.cov1, k.cov1, k.cov1, ntk=need_ntk)
+            nngp, tdot = self.expectations(k.cov1, k.var1, k.var2, ntk=need_ntk)
             cov1, cov2 = nngp, None
         else:
             nngp, tdot = self.expectations(k.nngp, k.var1, k.var2, ntk=need_ntk)
             # The general formula at (q, q, q), as neural-tangents does, so that the diagonal
             # of nngp and cov agree (both are made identical below when x1 is x2).
-            cov1 = self.expectations(k.cov1, k.cov1, k.cov1, ntk=False)[0]
-            cov2 = None if k.cov2 is None else self.expectations(k.cov2, k.cov2, k.cov2,
-                                                                 ntk=False)[0]
+            cov1 = self.expectations(k.cov1, *k.self_variances(k.cov1), ntk=False)[0]
+            cov2 = None if k.cov2 is None else self.expectations(
+                k.cov2, *k.self_variances(k.cov2), ntk=False)[0]
             if k.x1_is_x2:
                 # Exact diagonal. (Exact symmetry is restored once, at the end, by the block
                 # driver: every entry depends only on the same entry of the layer before.)
-                nngp.diagonal().copy_(cov1)
+                nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
         return k.replace(
             nngp=nngp,
             ntk=None if tdot is None else k.ntk * tdot,
