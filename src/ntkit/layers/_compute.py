@@ -26,6 +26,8 @@ from ._budget import block_cost, human, parse_memory
 DEFAULT_BATCH_SIZE = 512
 # Working memory of one block when the network takes images and no max_memory is given.
 DEFAULT_MAX_MEMORY = "1GiB"
+# Kernel entries (of the largest layer, all arrays counted) per block for image networks.
+BLOCK_ENTRIES = 2**21
 
 
 def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
@@ -183,7 +185,10 @@ def _block_size(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, diago
     while lo < hi:  # the largest b with peak(b) <= budget
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if peak(mid) <= budget else (lo, mid - 1)
-    return min(lo, DEFAULT_BATCH_SIZE)
+    # Work per pair dominates for images: blocks of ~BLOCK_ENTRIES entries are as fast per
+    # entry as larger ones, and for x2=None smaller blocks skip more of the lower triangle.
+    cache = max(1, math.isqrt(int(BLOCK_ENTRIES / work)))
+    return min(lo, DEFAULT_BATCH_SIZE, cache if x1.ndim > 2 else DEFAULT_BATCH_SIZE)
 
 
 def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,

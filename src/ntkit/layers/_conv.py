@@ -115,31 +115,31 @@ class Conv(Layer):
         full = k.full_spatial
         size = math.prod(self.filter_shape)
 
-        def window_mean(t: Tensor) -> Tensor:
+        def window_sum_all(t: Tensor) -> Tensor:
             for (lo, _, out), f, s, axes in zip(geometry, self.filter_shape, self.strides,
                                                 spatial_axes(t, k.n_spatial, full),
                                                 strict=True):
                 t = window_sum(t, axes, f, s, lo, out, circular)
-            return t.div_(size)  # window_sum returned a new tensor
+            return t  # a new tensor: scaling it in place is safe
 
         w2 = self.W_std**2
         b2 = (self.b_std or 0.0) ** 2
 
         def affine(t: Tensor) -> Tensor:
-            t = window_mean(t).mul_(w2)
+            t = window_sum_all(t).mul_(w2 / size)
             return t.add_(b2) if b2 else t
 
         nngp = affine(k.nngp)
         ntk = k.ntk
         if ntk is not None:
             if self.parametrization == "ntk":
-                ntk = nngp if ntk.ndim == 0 else window_mean(ntk).mul_(w2).add_(nngp)
+                ntk = nngp if ntk.ndim == 0 else window_sum_all(ntk).mul_(w2 / size).add_(nngp)
             else:
-                # Standard: d z / d W are the C |F| inputs in the window.
-                fan_in = k.shape1[1] * size
-                ntk = window_mean(k.nngp).mul_(fan_in)
+                # Standard: d z / d W are the C |F| inputs in the window (fan-in C |F| times
+                # their window mean).
+                ntk = window_sum_all(k.nngp).mul_(k.shape1[1])
                 if k.ntk.ndim:
-                    ntk.add_(window_mean(k.ntk), alpha=w2)
+                    ntk.add_(window_sum_all(k.ntk), alpha=w2 / size)
                 if self.b_std is not None:
                     ntk.add_(1.0)
         cov1 = affine(k.cov1)
