@@ -153,18 +153,11 @@ def _block_size(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, diago
     if max_memory is None and (batch_size is not None or x1.ndim == 2):
         return DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     budget = parse_memory(DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
-    work, out_entries = block_cost(planned, tuple(x1.shape[1:]), full)
-    item = x1.element_size()
-    kinds = 2 if need_ntk else 1
+    peak, output, per_pair = peak_estimate(planned, x1, x2, need_ntk=need_ntk,
+                                           diagonal=diagonal, full=full)
+    work = per_pair / ((2 if need_ntk else 1) * x1.element_size())
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    output = (n1 if diagonal else n1 * n2) * out_entries * kinds * item
-    # cov1/cov2 of a block are per-example arrays of at most the working size of one pair.
-    per_pair = work * kinds * item
-
-    def peak(b: int) -> float:
-        pairs = b if diagonal else b * b
-        return output + pairs * per_pair + 2 * b * per_pair
 
     if peak(1) > budget:
         raise ValueError(
@@ -189,6 +182,26 @@ def _block_size(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, diago
     # entry as larger ones, and for x2=None smaller blocks skip more of the lower triangle.
     cache = max(1, math.isqrt(int(BLOCK_ENTRIES / work)))
     return min(lo, DEFAULT_BATCH_SIZE, cache if x1.ndim > 2 else DEFAULT_BATCH_SIZE)
+
+
+def peak_estimate(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, diagonal: bool,
+                  full: bool):
+    """``(peak(b), output bytes, working bytes per pair)``: the estimated peak memory of a
+    run in blocks of ``b`` inputs (see ``_budget``), from shapes alone."""
+    work, out_entries = block_cost(planned, tuple(x1.shape[1:]), full)
+    item = x1.element_size()
+    kinds = 2 if need_ntk else 1
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    output = (n1 if diagonal else n1 * n2) * out_entries * kinds * item
+    # cov1/cov2 of a block are per-example arrays of at most the working size of one pair.
+    per_pair = work * kinds * item
+
+    def peak(b: int) -> float:
+        pairs = b if diagonal else b * b
+        return output + pairs * per_pair + 2 * b * per_pair
+
+    return peak, output, per_pair
 
 
 def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,
