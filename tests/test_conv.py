@@ -42,8 +42,9 @@ def _conv(w, f=(3, 3), **kw):
 # Image networks end in Flatten or a global pool, so that the Monte Carlo of the contract
 # (outputs F of shape (N, m)) sees every position: Flatten the same-position covariances,
 # GlobalAvgPool all pairs of positions. Networks with a hidden-to-hidden convolution cost
-# 9 width^2 per position: the residual case (conv-relu-conv) uses widths 8 and 128 (the same factor 16 between them, so the
-# same expected error ratio of 4), four times the seeds, and 4x4 images.
+# 9 width^2 per position: the residual case (conv-relu-conv) uses widths 8 and 128 (the
+# same factor 16 between them, so the same expected error ratio of 4), four times the seeds,
+# and 4x4 images.
 CASES = [
     Case("conv-same-relu-flatten",
          lambda w: L.serial(_conv(w), L.ReLU(), L.Flatten()), inputs=image_inputs),

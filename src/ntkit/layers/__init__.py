@@ -35,6 +35,9 @@ from ._dense import Dense as Dense
 from ._dense import DenseModule as DenseModule
 from ._elementwise import Elementwise as Elementwise
 from ._elementwise import compose as compose
+from ._myrtle import myrtle as myrtle
+from ._norm import Dropout as Dropout
+from ._norm import LayerNorm as LayerNorm
 from ._pool import AvgPool as AvgPool
 from ._pool import GlobalAvgPool as GlobalAvgPool
 from ._pool import GlobalSumPool as GlobalSumPool
@@ -45,6 +48,7 @@ __all__ = [
     "Layer", "Activation",
     "Dense", "DenseModule", "Conv", "ConvModule",
     "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "LayerNorm", "Dropout", "myrtle",
     "ReLU", "LeakyReLU", "ABReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Gaussian", "Identity",
     "Elementwise", "compose",
     "serial", "parallel", "Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat",

@@ -87,7 +87,6 @@ def _flatten_positions(k: Kernel) -> Kernel:
     ``(N1, N2, P, P)``, ``cov1`` ``(N1, P, P)`` (views where possible); others unchanged."""
     if not k.full_spatial:
         return k
-    s = k.n_spatial
     p = math.prod(k.shape1[2:])
 
     def flat(t: Tensor | None, batch: int) -> Tensor | None:
