@@ -184,7 +184,8 @@ def run_demo(*, out_dir: str | Path = "demo_output", widths=(64, 256, 1024, 4096
         say(f"plot saved to {plot}")
     seconds = time.perf_counter() - start
     say(f"done in {seconds:.1f} s")
-    return DemoResult(accuracy, cnn_acc, list(widths), distances, float(slope), plot, seconds, lines)
+    return DemoResult(accuracy, cnn_acc, list(widths), distances, float(slope), plot, seconds,
+                      lines)
 
 
 def _plot(widths, means, distances, slope, intercept, out_dir: Path) -> Path | None:
