@@ -55,6 +55,20 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return x[:6], x[6:]
 
 
+def image_inputs(shape: tuple[int, ...] = (2, 5, 5)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed float64 channels-first inputs ``x`` ``(6, *shape)`` and ``x2`` ``(3, *shape)``,
+    like :func:`inputs`: ``|x|^2 / (C P)`` (the mean input variance over ``P`` positions) in
+    ``[0.5, 1.2]``, and ``x[5]`` is ``x[0]`` plus 5% noise."""
+    g = torch.Generator().manual_seed(4321)
+    x = torch.randn(9, *shape, generator=g, dtype=torch.float64)
+    x[5] = x[0] + 0.05 * torch.randn(shape, generator=g, dtype=torch.float64)
+    size = 0.5 + 0.7 * torch.rand(9, generator=g, dtype=torch.float64)
+    d = x[0].numel()
+    norms = x.reshape(9, -1).norm(dim=1)
+    x = x / (norms / (d * size).sqrt()).reshape(9, *(1,) * len(shape))
+    return x[:6], x[6:]
+
+
 def _head() -> L.Layer:
     return L.Dense(1, W_std=0.8, b_std=0.2)
 
@@ -76,6 +90,9 @@ class Case:
       quadrature accuracy for a quadrature that conditions on ``x1``.
     - ``widths``: (narrow, wide) twins; the wide ones give the Monte Carlo mean.
     - ``seed_factor``: multiplies ``N_SEEDS``.
+    - ``inputs``: the ``(x, x2)`` the case runs on (default :func:`inputs`; images use
+      :func:`image_inputs`). Test classes for such cases override the ``x``, ``x2`` fixtures
+      with ``case.inputs()``.
     """
 
     id: str
@@ -87,6 +104,7 @@ class Case:
     swap_rtol: float = 1e-13
     widths: tuple[int, int] = (NARROW, WIDE)
     seed_factor: int = 1
+    inputs: Callable[[], tuple[torch.Tensor, torch.Tensor]] = field(default=inputs)
 
     def net(self, width: int = 8) -> L.Layer:
         """The full single-output network (spec then head) checked structurally."""
@@ -98,7 +116,7 @@ class Case:
 
 @lru_cache(maxsize=256)
 def _twins(case: Case, width: int, kind: str) -> torch.Tensor:
-    x = inputs()[0]
+    x = case.inputs()[0]
     spec = case.spec if kind == "nngp" else case.net
     n = N_SEEDS[kind] * case.seed_factor
     seeds = range(10_000 * width, 10_000 * width + n)
@@ -106,7 +124,7 @@ def _twins(case: Case, width: int, kind: str) -> torch.Tensor:
 
 
 def _limit(case: Case, width: int, kind: str) -> torch.Tensor:
-    x = inputs()[0]
+    x = case.inputs()[0]
     if kind == "nngp":
         return case.spec(width).kernel(x, get="nngp").nngp
     return case.net(width).kernel(x).ntk  # depends on width in the standard parametrization

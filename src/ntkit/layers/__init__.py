@@ -29,14 +29,26 @@ from ._combinators import Parallel as Parallel
 from ._combinators import Serial as Serial
 from ._combinators import parallel as parallel
 from ._combinators import serial as serial
+from ._conv import Conv as Conv
+from ._conv import ConvModule as ConvModule
 from ._dense import Dense as Dense
 from ._dense import DenseModule as DenseModule
 from ._elementwise import Elementwise as Elementwise
 from ._elementwise import compose as compose
+from ._myrtle import myrtle as myrtle
+from ._norm import Dropout as Dropout
+from ._norm import LayerNorm as LayerNorm
+from ._pool import AvgPool as AvgPool
+from ._pool import GlobalAvgPool as GlobalAvgPool
+from ._pool import GlobalSumPool as GlobalSumPool
+from ._pool import SumPool as SumPool
+from ._shape import Flatten as Flatten
 
 __all__ = [
     "Layer", "Activation",
-    "Dense", "DenseModule",
+    "Dense", "DenseModule", "Conv", "ConvModule",
+    "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "LayerNorm", "Dropout", "myrtle",
     "ReLU", "LeakyReLU", "ABReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Gaussian", "Identity",
     "Elementwise", "compose",
     "serial", "parallel", "Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -45,20 +46,29 @@ class Activation(Layer):
                 f"are composed into one activation and integrated numerically"
             )
         need_ntk = k.ntk is not None
+        # Images: every position is one Gaussian unit per channel; its variance is the spatial
+        # diagonal of the covariance (``Kernel.var1``), so the same formulas apply entrywise.
+        # Positions are flattened first: broadcasting over (N, N, P, P) is several times
+        # faster than over (N, N, H, W, H, W).
+        flat = _flatten_positions(k)
         if k.diagonal:
-            nngp, tdot = self.expectations(k.cov1, k.cov1, k.cov1, ntk=need_ntk)
+            nngp, tdot = self.expectations(flat.cov1, flat.var1, flat.var2, ntk=need_ntk)
             cov1, cov2 = nngp, None
         else:
-            nngp, tdot = self.expectations(k.nngp, k.var1, k.var2, ntk=need_ntk)
+            nngp, tdot = self.expectations(flat.nngp, flat.var1, flat.var2, ntk=need_ntk)
             # The general formula at (q, q, q), as neural-tangents does, so that the diagonal
             # of nngp and cov agree (both are made identical below when x1 is x2).
-            cov1 = self.expectations(k.cov1, k.cov1, k.cov1, ntk=False)[0]
-            cov2 = None if k.cov2 is None else self.expectations(k.cov2, k.cov2, k.cov2,
-                                                                 ntk=False)[0]
+            cov1 = self.expectations(flat.cov1, *flat.self_variances(flat.cov1), ntk=False)[0]
+            cov2 = None if k.cov2 is None else self.expectations(
+                flat.cov2, *flat.self_variances(flat.cov2), ntk=False)[0]
             if k.x1_is_x2:
                 # Exact diagonal. (Exact symmetry is restored once, at the end, by the block
                 # driver: every entry depends only on the same entry of the layer before.)
-                nngp.diagonal().copy_(cov1)
+                nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+        shape = k.nngp.shape
+        nngp, cov1 = nngp.reshape(shape), cov1.reshape(k.cov1.shape)
+        cov2 = None if cov2 is None else cov2.reshape(k.cov2.shape)
+        tdot = None if tdot is None else tdot.reshape(shape)
         return k.replace(
             nngp=nngp,
             ntk=None if tdot is None else k.ntk * tdot,
@@ -70,6 +80,21 @@ class Activation(Layer):
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
         return ActivationModule(self)
+
+
+def _flatten_positions(k: Kernel) -> Kernel:
+    """``k`` with the positions of a full spatial kernel flattened to one axis each:
+    ``(N1, N2, P, P)``, ``cov1`` ``(N1, P, P)`` (views where possible); others unchanged."""
+    if not k.full_spatial:
+        return k
+    p = math.prod(k.shape1[2:])
+
+    def flat(t: Tensor | None, batch: int) -> Tensor | None:
+        return None if t is None else t.reshape(*t.shape[:batch], p, p)
+
+    return k.replace(nngp=flat(k.nngp, 1 if k.diagonal else 2), cov1=flat(k.cov1, 1),
+                     cov2=flat(k.cov2, 1), shape1=k.shape1[:2] + (p,),
+                     shape2=k.shape2[:2] + (p,))
 
 
 class ActivationModule(nn.Module):

@@ -44,6 +44,14 @@ class Layer:
         """The finite twin for per-example inputs of ``in_shape`` (see :meth:`module`)."""
         raise NotImplementedError
 
+    def plan(self, out_full: bool | list[bool]) -> tuple[Layer, bool | list[bool]]:
+        """The layout plan: given whether the kernel after this layer must keep covariances
+        between all pairs of positions (``out_full``; a list for branches, a bool for "every
+        branch alike"), return the layer to run (possibly rewritten to drop to the diagonal
+        layout early) and whether its input must be full. Layers that mix positions (pooling)
+        return ``True``; layers that act position by position pass ``out_full`` through."""
+        return self, out_full
+
     # -- what users call -----------------------------------------------------------------
     def kernel(
         self,
@@ -53,23 +61,37 @@ class Layer:
         get: str | tuple[str, ...] = ("nngp", "ntk"),
         diagonal: bool = False,
         batch_size: int | None = None,
+        max_memory: int | str | None = None,
+        progress: bool = True,
     ) -> Kernel:
         """The infinite-width NNGP and NTK of this network between two batches of inputs.
 
         **Arguments:**
 
-        - ``x1``: ``(N1, d)`` inputs (tensor or NumPy array, floating point, finite).
-        - ``x2``: ``(N2, d)`` inputs, or ``None`` for ``x1`` against itself.
+        - ``x1``: ``(N1, d)`` inputs, or ``(N1, C, *S)`` channels-first sequences/images for
+          convolutional networks (tensor or NumPy array, floating point, finite).
+        - ``x2``: ``(N2, ...)`` inputs of the same per-example shape, or ``None`` for ``x1``
+          against itself.
         - ``get``: which kernels to return, ``"nngp"`` and/or ``"ntk"`` (the NNGP is always
           computed: the NTK recursion needs it).
         - ``diagonal``: return only ``k(x1_i, x1_i)`` (``x2`` must be ``None``).
         - ``batch_size``: inputs per block; the kernel is computed block by block (only the
           upper triangle of blocks when ``x2`` is ``None``), which keeps the per-entry work
-          in cache. ``None`` picks a size.
+          in cache. ``None`` picks a size (see ``max_memory``).
+        - ``max_memory``: peak-memory budget, bytes or a string such as ``"4GB"`` /
+          ``"512MiB"``: the block size is chosen so that the peak, estimated from the shapes
+          before anything is allocated (output included), stays under it; a budget too small
+          for even one pair of inputs raises ``ValueError`` at once. ``None``: 1 GiB of
+          working memory for image networks, no limit for fully-connected ones.
+        - ``progress``: show a progress bar over the blocks on terminals (after 3 s).
 
         **Returns:** a :class:`~ntkit.Kernel` whose ``nngp`` and ``ntk`` are ``(N1, N2)``
         tensors (``(N1,)`` with ``diagonal=True``) of the inputs' dtype and device; ``ntk``
-        is ``None`` unless requested.
+        is ``None`` unless requested. A network whose output is still spatial (e.g. ending in
+        ``Conv``) returns ``(N1, N2, *S, *S)``, covariances between all output positions.
+        The layout in between is chosen from the network: covariances between all pairs of
+        positions only up to the last layer that mixes positions (pooling), same-position
+        ones after it.
 
         Example:
             >>> import torch
@@ -81,7 +103,8 @@ class Layer:
         """
         from ._compute import compute_kernel
 
-        return compute_kernel(self, x1, x2, get=get, diagonal=diagonal, batch_size=batch_size)
+        return compute_kernel(self, x1, x2, get=get, diagonal=diagonal, batch_size=batch_size,
+                              max_memory=max_memory, progress=progress)
 
     def module(
         self,

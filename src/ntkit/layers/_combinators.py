@@ -45,6 +45,21 @@ class Serial(Layer):
             in_shape = layer.out_shape(in_shape)
         return in_shape
 
+    def plan(self, out_full):
+        from ._shape import SpatialDiagonal
+
+        planned: list[Layer] = []
+        need = out_full
+        for layer in reversed(self.layers):
+            after = need
+            layer, need = layer.plan(need)
+            if _any(need) and not _any(after) and planned:
+                # This layer needs positions mixed; nothing after it does: drop to the diagonal
+                # layout right after it, (H W)^2 times cheaper per pair from there on.
+                planned.insert(0, SpatialDiagonal())
+            planned.insert(0, layer)
+        return Serial(tuple(planned)), need
+
     def build(self, in_shape, generator, dtype) -> nn.Module:
         modules = []
         for layer in self.layers:
@@ -106,6 +121,18 @@ class Parallel(Layer):
         pairs = zip(self.layers, self._match(k), strict=True)
         return [layer.kernel_fn(b) for layer, b in pairs]
 
+    def plan(self, out_full):
+        wants = out_full if isinstance(out_full, list) else [out_full] * len(self.layers)
+        if len(wants) != len(self.layers):
+            return self, out_full  # the branch count error is raised when run
+        from ._shape import SpatialDiagonal
+
+        plans = [layer.plan(w) for layer, w in zip(self.layers, wants, strict=True)]
+        # A branch that needs no mixing of positions drops to the diagonal layout at once,
+        # even when its input is full for the sake of another branch.
+        layers = tuple(p[0] if _any(p[1]) else serial(SpatialDiagonal(), p[0]) for p in plans)
+        return Parallel(layers), [_any(p[1]) for p in plans]
+
     def out_shape(self, in_shape):
         pairs = zip(self.layers, self._match(in_shape), strict=True)
         return [layer.out_shape(s) for layer, s in pairs]
@@ -141,6 +168,9 @@ class FanOut(Layer):
     def kernel_fn(self, k):
         return [self._one(k)] * self.n
 
+    def plan(self, out_full):
+        return self, _any(out_full)
+
     def out_shape(self, in_shape):
         return [self._one(in_shape)] * self.n
 
@@ -160,7 +190,7 @@ class FanInSum(Layer):
     """
 
     def kernel_fn(self, k):
-        ks = self._many(k)
+        ks = _same_layout(self._many(k))
         _same_shapes(ks, "FanInSum")
         for (i, a), (j, b) in combinations(enumerate(ks), 2):
             if not (_independent(a, b) or _independent(b, a)):
@@ -206,7 +236,7 @@ class FanInConcat(Layer):
     """
 
     def kernel_fn(self, k):
-        ks = self._many(k)
+        ks = _same_layout(self._many(k))
         widths = [a.shape1[1] for a in ks]
         out = self.out_shape([a.shape1[1:] for a in ks])
         total = float(sum(widths))
@@ -242,6 +272,20 @@ class FanInConcat(Layer):
 
 _SUM_HINT = ("; give every branch the same width (end each with a Dense of the same size) or "
              "join them with FanInConcat()")
+
+
+def _any(need) -> bool:
+    return any(need) if isinstance(need, list) else bool(need)
+
+
+def _same_layout(ks: list[Kernel]) -> list[Kernel]:
+    """Branches in one spatial layout: if some arrive diagonal, no later layer needs the full
+    one (the layout plan gives every branch of a merge the same request), so drop them all."""
+    if any(k.diagonal_spatial for k in ks) and any(k.full_spatial for k in ks):
+        from ._shape import drop_to_diagonal
+
+        return [drop_to_diagonal(k) for k in ks]
+    return ks
 
 
 def _independent(a: Kernel, b: Kernel) -> bool:

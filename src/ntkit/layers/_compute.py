@@ -5,23 +5,33 @@ batches is a grid of blocks, each the kernel map applied to one block of ``x1`` 
 ``x2``. For a fully-connected network everything after the input Gram matrix is per-entry
 arithmetic; running the whole depth on one cache-sized block before moving on is several times
 faster than sweeping each layer over the whole matrix, and when ``x2`` is ``None`` only the
-upper triangle of blocks is computed and mirrored.
+upper triangle of blocks is computed and mirrored. For images the block size also bounds the
+memory: a pair of ``H x W`` images carries ``(HW)^2`` covariances where positions mix.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .._checks import as_inputs, check_get, check_pair, positive_int
-from ..kernel import Kernel, input_variances
+from ..kernel import Kernel, input_variances, mirror, transpose_pairs
+from ._budget import block_cost, human, parse_memory
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
 # the 1 MB L2 / shared L3 of the machines we measured (bench/kernels_fc.py).
 DEFAULT_BATCH_SIZE = 512
+# Working memory of one block when the network takes images and no max_memory is given.
+DEFAULT_MAX_MEMORY = "1GiB"
+# Kernel entries (of the largest layer, all arrays counted) per block for image networks.
+BLOCK_ENTRIES = 2**21
 
 
-def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) -> Kernel:
+def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
+                   max_memory=None, progress: bool = True) -> Kernel:
     """See :meth:`ntkit.layers.Layer.kernel`."""
     get = check_get(get)
     need_ntk = "ntk" in get
@@ -33,15 +43,17 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
         check_pair(x1, x2)
         if x2 is x1 or (x2.shape == x1.shape and torch.equal(x1, x2)):
             x2 = None
-    if x1.ndim != 2:
-        raise ValueError(
-            f"fully-connected networks take inputs of shape (N, features); got x1 of shape "
-            f"{tuple(x1.shape)}: flatten them with x.reshape(len(x), -1)"
-        )
-    bs = DEFAULT_BATCH_SIZE if batch_size is None else positive_int(batch_size, "batch_size")
+    _check_network_input(net, x1)
+    # The layout plan: keep the covariances between all pairs of positions only where a later
+    # layer mixes positions (pooling); a network's spatial output is returned in full.
+    planned, full = net.plan(True)
+    full = x1.ndim > 2 and (any(full) if isinstance(full, list) else bool(full))
+    diag_sp = x1.ndim > 2 and not full
+    bs = _block_size(planned, x1, x2, need_ntk=need_ntk, diagonal=diagonal, full=full,
+                     batch_size=batch_size, max_memory=max_memory)
 
-    var1 = input_variances(x1)
-    var2 = None if x2 is None else input_variances(x2)
+    var1 = input_variances(x1, diagonal_spatial=diag_sp)
+    var2 = None if x2 is None else input_variances(x2, diagonal_spatial=diag_sp)
 
     def run(i: int, j: int | None, diag: bool = False) -> Kernel:
         """The kernel map on rows ``i:i+bs`` of x1 and rows ``j:j+bs`` of x2 (None: same)."""
@@ -51,8 +63,9 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
             x1[rows], None if cols is None else (x1 if x2 is None else x2)[cols],
             diagonal=diag, ntk=need_ntk, cov1=var1[rows],
             cov2=None if cols is None else (var1 if x2 is None else var2)[cols],
+            diagonal_spatial=diag_sp,
         )
-        out = net.kernel_fn(k0)
+        out = planned.kernel_fn(k0)
         if isinstance(out, list):
             raise ValueError(
                 f"the network ends in {len(out)} branches; merge them with FanInSum() or "
@@ -61,34 +74,49 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
         return out if need_ntk else out.replace(ntk=None)
 
     starts1 = range(0, x1.shape[0], bs)
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
     if diagonal:
-        parts = [run(i, None, diag=True) for i in starts1]
+        blocks = list(starts1)
+    else:
+        blocks = [(i, j) for i in starts1 for j in range(i if x2 is None else 0, n2, bs)]
+    # disable=None: a bar on terminals only; delay: only for runs longer than a few seconds.
+    bar = tqdm(total=len(blocks), disable=None if progress else True, delay=3.0,
+               desc="kernel blocks", leave=False)
+    if diagonal:
+        parts = []
+        for i in blocks:
+            parts.append(run(i, None, diag=True))
+            bar.update(1)
+        bar.close()
         nngp = torch.cat([p.nngp for p in parts])
         ntk = torch.cat([_full(p.ntk, p.nngp) for p in parts]) if need_ntk else None
         return parts[0].replace(nngp=nngp, ntk=ntk, cov1=nngp, shape1=_rows(parts[0].shape1, x1),
                                 shape2=_rows(parts[0].shape2, x1))
 
-    n1 = x1.shape[0]
-    n2 = n1 if x2 is None else x2.shape[0]
-    nngp = torch.empty(n1, n2, dtype=x1.dtype, device=x1.device)
-    ntk = torch.empty_like(nngp) if need_ntk else None
+    nngp = ntk = None
     cov1: list[Tensor] = []
     cov2: list[Tensor] = []
     last = None
-    for i in starts1:
-        for j in range(i if x2 is None else 0, n2, bs):
-            if x2 is None and j == i:
-                last = run(i, None)
+    for i, j in blocks:
+        if x2 is None and j == i:
+            last = run(i, None)
+            cov1.append(last.cov1)
+        else:
+            last = run(i, j)
+            if x2 is not None and j == 0:
                 cov1.append(last.cov1)
-            else:
-                last = run(i, j)
-                if x2 is not None and j == 0:
-                    cov1.append(last.cov1)
-                if x2 is not None and i == 0:
-                    cov2.append(last.cov2)
-            _put(nngp, last.nngp, i, j, symmetric=x2 is None)
-            if need_ntk:
-                _put(ntk, _full(last.ntk, last.nngp), i, j, symmetric=x2 is None)
+            if x2 is not None and i == 0:
+                cov2.append(last.cov2)
+        if nngp is None:
+            nngp = last.nngp.new_empty((n1, n2) + tuple(last.nngp.shape[2:]))
+            ntk = torch.empty_like(nngp) if need_ntk else None
+        _put(nngp, last.nngp, i, j, symmetric=x2 is None, diag_sp=last.diagonal_spatial)
+        if need_ntk:
+            _put(ntk, _full(last.ntk, last.nngp), i, j, symmetric=x2 is None,
+                 diag_sp=last.diagonal_spatial)
+        bar.update(1)
+    bar.close()
     return last.replace(
         nngp=nngp, ntk=ntk, cov1=torch.cat(cov1), cov2=None if x2 is None else torch.cat(cov2),
         x1_is_x2=x2 is None, shape1=_rows(last.shape1, x1),
@@ -96,22 +124,104 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None) 
     )
 
 
-def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool) -> None:
+def _check_network_input(net, x1: Tensor) -> None:
+    """The network must accept ``x1``'s per-example shape (clear errors before any work)."""
+    shape = tuple(x1.shape[1:])
+    try:
+        net.out_shape(shape)
+    except ValueError:
+        if x1.ndim > 2:
+            try:
+                net.out_shape((math.prod(shape),))
+            except ValueError:
+                pass
+            else:
+                raise ValueError(
+                    f"fully-connected networks take inputs of shape (N, features); got x1 of "
+                    f"shape {tuple(x1.shape)}: flatten them with x.reshape(len(x), -1)"
+                ) from None
+        raise
+
+
+def _block_size(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, diagonal: bool,
+                full: bool, batch_size: int | None, max_memory) -> int:
+    """Inputs per block: ``batch_size`` if given, else the largest that keeps the estimated
+    peak under ``max_memory`` (or ``DEFAULT_MAX_MEMORY`` for images), capped at
+    ``DEFAULT_BATCH_SIZE`` for the cache. Raises when not even one pair fits."""
+    if batch_size is not None:
+        batch_size = positive_int(batch_size, "batch_size")
+    if max_memory is None and (batch_size is not None or x1.ndim == 2):
+        return DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    budget = parse_memory(DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
+    peak, output, per_pair = peak_estimate(planned, x1, x2, need_ntk=need_ntk,
+                                           diagonal=diagonal, full=full)
+    work = per_pair / ((2 if need_ntk else 1) * x1.element_size())
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+
+    if peak(1) > budget:
+        raise ValueError(
+            f"max_memory={max_memory!r} ({human(budget)}) cannot hold the computation: the "
+            f"assembled output needs {human(output)} and one pair of inputs about "
+            f"{human(3 * per_pair)} more (estimated from the shapes before starting); raise "
+            f"max_memory, ask for get='nngp' only, or split x1/x2"
+        )
+    if batch_size is not None:
+        if peak(batch_size) > budget:
+            raise ValueError(
+                f"batch_size={batch_size} needs about {human(peak(batch_size))}, over "
+                f"max_memory={max_memory!r} ({human(budget)}); leave batch_size=None to choose "
+                f"the largest block that fits"
+            )
+        return batch_size
+    lo, hi = 1, max(n1, n2)
+    while lo < hi:  # the largest b with peak(b) <= budget
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if peak(mid) <= budget else (lo, mid - 1)
+    # Work per pair dominates for images: blocks of ~BLOCK_ENTRIES entries are as fast per
+    # entry as larger ones, and for x2=None smaller blocks skip more of the lower triangle.
+    cache = max(1, math.isqrt(int(BLOCK_ENTRIES / work)))
+    return min(lo, DEFAULT_BATCH_SIZE, cache if x1.ndim > 2 else DEFAULT_BATCH_SIZE)
+
+
+def peak_estimate(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, diagonal: bool,
+                  full: bool):
+    """``(peak(b), output bytes, working bytes per pair)``: the estimated peak memory of a
+    run in blocks of ``b`` inputs (see ``_budget``), from shapes alone."""
+    work, out_entries = block_cost(planned, tuple(x1.shape[1:]), full)
+    item = x1.element_size()
+    kinds = 2 if need_ntk else 1
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    output = (n1 if diagonal else n1 * n2) * out_entries * kinds * item
+    # cov1/cov2 of a block are per-example arrays of at most the working size of one pair.
+    per_pair = work * kinds * item
+
+    def peak(b: int) -> float:
+        pairs = b if diagonal else b * b
+        return output + pairs * per_pair + 2 * b * per_pair
+
+    return peak, output, per_pair
+
+
+def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,
+         diag_sp: bool) -> None:
     """Write ``block`` at rows ``i``, columns ``j``; for a symmetric kernel also mirror it.
 
     A diagonal block keeps its upper triangle only: an entry is computed as
     ``f(x_a, x_b)`` with ``a < b`` everywhere, so the result is exactly symmetric and the
     same for every block size, even where ``f`` is not exactly symmetric in floating point
     (vectorised vs scalar transcendental functions, quadrature that conditions on ``u``).
+    Spatial kernels mirror the positions with the examples (``transpose_pairs``).
     """
     rows, cols = slice(i, i + block.shape[0]), slice(j, j + block.shape[1])
     if not symmetric:
         out[rows, cols] = block
     elif i == j:
-        out[rows, cols] = block.triu() + block.triu(1).T
+        out[rows, cols] = mirror(block, diagonal_spatial=diag_sp)
     else:
         out[rows, cols] = block
-        out[cols, rows] = block.T
+        out[cols, rows] = transpose_pairs(block, diagonal_spatial=diag_sp)
 
 
 def _full(ntk: Tensor, like: Tensor) -> Tensor:
