@@ -22,7 +22,6 @@ parameters fall back to per-example Jacobians.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ._blocks import fill_blocks, new_result, reduce_full
 from ._memory import DEFAULT_BUDGET, block_size
@@ -64,5 +65,14 @@ def ntk_vp(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int
                     max_memory=max_memory, batch_size=batch_size, strategy="ntk_vp")
     budget = DEFAULT_BUDGET if max_memory is None else max_memory
     out = new_result(n1, n2, k, outputs, x1)
-    return fill_blocks(out, x1, x2, block=bs, left=lambda x: x, right=tangents, pair=pair,
-                       outputs=outputs, cache_right=(n2 + bs) * per_example <= budget)
+    # The fused inference path of nn.TransformerEncoderLayer and the fused attention kernels
+    # have no forward-mode AD; the math attention kernel has.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            return fill_blocks(out, x1, x2, block=bs, left=lambda x: x, right=tangents, pair=pair,
+                               outputs=outputs,
+                               cache_right=(n2 + bs) * per_example <= budget)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
