@@ -94,7 +94,7 @@ def empirical_ntk(
         True
         >>> nk.empirical_ntk(model, x[:2], x, outputs="full").shape
         torch.Size([2, 5, 2, 2])
-        >>> nk.empirical_ntk(model, x, params="1").shape   # the last layer only
+        >>> nk.empirical_ntk(model, x, params="2").shape   # the last layer only
         torch.Size([5, 5])
     """
     if strategy not in _STRATEGIES:
