@@ -194,6 +194,13 @@ def test_linear_model_closed_form(strategy):
     _assert_rel_close(theta, 2.0 * (x1 @ x2.T + 1.0), rtol=1e-14)
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_works_under_no_grad(references, strategy):
+    model, x, ref = references["conv"]
+    with torch.no_grad():
+        _assert_rel_close(empirical_ntk(model, x, strategy=strategy), ref)
+
+
 def test_numpy_inputs_and_top_level_export():
     model = _mlp()
     x = _inputs((4,), n=4)

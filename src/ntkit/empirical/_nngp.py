@@ -74,7 +74,7 @@ def _outputs(model: nn.Module, target: nn.Module | None, x: Tensor,
         for i in range(0, x.shape[0], bs):
             xb = x[i:i + bs]
             seen: list[Tensor] = []
-            handle = (target.register_forward_hook(lambda m, a, out: seen.append(out))
+            handle = (target.register_forward_hook(lambda m, a, out, seen=seen: seen.append(out))
                       if target is not None else None)
             try:
                 out = model(xb.to(model_dtype))

@@ -277,8 +277,9 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
     grads: dict[_Call, list[Tensor]] = {c: [] for c, _ in outs}
     for o in range(k):
         # Examples are independent, so d(sum_n f_o(x_n))/dz_n = df_o(x_n)/dz_n for each n.
-        gs = torch.autograd.grad(f[:, o].sum(), [z for _, z in outs], retain_graph=o < k - 1,
-                                 allow_unused=True) if outs else []
+        with torch.enable_grad():  # also under a caller's torch.no_grad()
+            gs = torch.autograd.grad(f[:, o].sum(), [z for _, z in outs],
+                                     retain_graph=o < k - 1, allow_unused=True) if outs else []
         for (c, z), g in zip(outs, gs, strict=True):
             grads[c].append(torch.zeros_like(z) if g is None else g)
     g_of = {c: torch.stack(gs, dim=1) for c, gs in grads.items()}  # (B, K, *out)
