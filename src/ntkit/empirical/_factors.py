@@ -98,8 +98,12 @@ class _Conv(_Dense):
         k, s, d = m.kernel_size, m.stride, m.dilation
         if x.ndim == 3:  # Conv1d as a 1 x L image
             x, k, s, d = x.unsqueeze(2), (1, *k), (1, *s), (1, *d)
-        patches = F.unfold(x, k, dilation=d, stride=s)  # (B, C_in * prod(k), S)
-        return patches.view(n, m.groups, -1, patches.shape[-1]).transpose(2, 3)
+        # Strided views, then one copy: (F.unfold is ~50x slower on CPU here.)
+        x = x.unfold(2, d[0] * (k[0] - 1) + 1, s[0]).unfold(3, d[1] * (k[1] - 1) + 1, s[1])
+        x = x[..., ::d[0], ::d[1]]  # (B, C_in, H_out, W_out, k_h, k_w)
+        rows = x.shape[2] * x.shape[3]
+        patches = x.permute(0, 2, 3, 1, 4, 5).reshape(n, rows, m.groups, -1)
+        return patches.transpose(1, 2)  # (B, groups, S, C_in / groups * k_h * k_w)
 
     def scales(self, m):
         return 1.0, 1.0

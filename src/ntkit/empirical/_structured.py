@@ -274,16 +274,8 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
                                f"forward passes ({calls[mid][i][0]}); use "
                                f"strategy='jacobian'")
     outs = list({(mid, i): calls[mid][i][3] for mid, i in used}.items())
-    grads: dict[_Call, list[Tensor]] = {c: [] for c, _ in outs}
-    for o in range(k):
-        # Examples are independent, so d(sum_n f_o(x_n))/dz_n = df_o(x_n)/dz_n for each n.
-        with torch.enable_grad():  # also under a caller's torch.no_grad()
-            gs = torch.autograd.grad(f[:, o].sum(), [z for _, z in outs],
-                                     retain_graph=o < k - 1, allow_unused=True) if outs else []
-        for (c, z), g in zip(outs, gs, strict=True):
-            grads[c].append(torch.zeros_like(z) if g is None else g)
-    g_of = {c: torch.stack(gs, dim=1) for c, gs in grads.items()}  # (B, K, *out)
-
+    g_of = dict(zip([c for c, _ in outs], _output_grads(f, [z for _, z in outs], k),
+                    strict=True))  # (B, K, *out) per call
     grams, jacs = [], []
     for g in plan.groups:
         handler = g.handler
@@ -308,6 +300,34 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
     if fb_params:
         jacs.append(per_example_jacobians(model, fb_params, fb_constants, x))
     return grams, (torch.cat(jacs, dim=2) if jacs else None)
+
+
+def _output_grads(f: Tensor, outs: list[Tensor], k: int) -> list[Tensor]:
+    """``df_o/dz`` for every ``z`` in ``outs``, stacked over ``o`` as ``(B, K, *z.shape[1:])``.
+
+    Examples are independent, so ``d(sum_n f_o(x_n))/dz_n = df_o(x_n)/dz_n`` for each ``n``:
+    one backward pass per output unit, batched over the units by ``is_grads_batched`` (one
+    pass of ``K``-times wider matrix products) when every op has a batching rule.
+    """
+    if not outs:
+        return []
+    with torch.enable_grad():  # also under a caller's torch.no_grad()
+        try:
+            eye = torch.eye(k, dtype=f.dtype, device=f.device)
+            gs = torch.autograd.grad(f, outs, eye.unsqueeze(1).expand(k, *f.shape),
+                                     retain_graph=True, allow_unused=True,
+                                     is_grads_batched=True)
+            return [torch.zeros((z.shape[0], k, *z.shape[1:]), dtype=z.dtype, device=z.device)
+                    if g is None else g.transpose(0, 1) for z, g in zip(outs, gs, strict=True)]
+        except RuntimeError:
+            pass
+        grads: list[list[Tensor]] = [[] for _ in outs]
+        for o in range(k):
+            gs = torch.autograd.grad(f[:, o].sum(), outs, retain_graph=o < k - 1,
+                                     allow_unused=True)
+            for acc, z, g in zip(grads, outs, gs, strict=True):
+                acc.append(torch.zeros_like(z) if g is None else g)
+    return [torch.stack(acc, dim=1) for acc in grads]
 
 
 def _columns(handler: Handler, m: nn.Module, feature: Tensor, roles: list[str]) -> Tensor:
