@@ -175,7 +175,7 @@ def test_max_memory_blocks_give_the_same_kernel(references, strategy):
     # Small enough to force blocks of one or two examples for every strategy.
     theta = empirical_ntk(model, x, strategy=strategy, outputs="full", max_memory=60_000)
     _assert_rel_close(theta, full)
-    with pytest.raises(ValueError, match=rf"max_memory=100 bytes is too small: strategy="):
+    with pytest.raises(ValueError, match=r"max_memory=100 bytes is too small: strategy="):
         empirical_ntk(model, x, strategy=strategy, max_memory=100)
 
 
