@@ -16,13 +16,15 @@ from ntkit import layers as L  # noqa: N812 - the convention of DESIGN.md
 from ntkit.empirical import empirical_ntk
 
 F64 = torch.float64
-STRATEGIES = ("auto", "jacobian", "structured")
+STRATEGIES = ("auto", "jacobian", "ntk_vp", "structured")
 
 
-def _explicit_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None):
-    """``sum_o sum_p df_o(x1_i)/dp df_o(x2_j)/dp`` by one autograd.grad per example and output."""
+def _explicit_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None,
+                  outputs: str = "trace", params=None):
+    """``sum_p df_a(x1_i)/dp df_b(x2_j)/dp`` by one autograd.grad per example and output, in
+    the ``outputs`` layout; ``params``: the parameters that count (default: trainable)."""
     x2 = x1 if x2 is None else x2
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
 
     def jacobian(x):  # (N, K, P)
         rows = []
@@ -39,11 +41,17 @@ def _explicit_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
         return torch.stack(rows)
 
     j1, j2 = jacobian(x1), jacobian(x2)
-    theta = torch.zeros(x1.shape[0], x2.shape[0], dtype=j1.dtype)
+    k = j1.shape[1]
+    theta = torch.zeros(x1.shape[0], x2.shape[0], k, k, dtype=j1.dtype)
     for i in range(x1.shape[0]):
         for j in range(x2.shape[0]):
-            theta[i, j] = (j1[i] * j2[j]).sum()
-    return theta
+            for a in range(k):
+                for b in range(k):
+                    theta[i, j, a, b] = (j1[i, a] * j2[j, b]).sum()
+    if outputs == "full":
+        return theta
+    diagonal = theta.diagonal(dim1=2, dim2=3)
+    return diagonal if outputs == "diagonal" else diagonal.sum(-1)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -97,7 +105,8 @@ def _inputs(shape, n=7, seed=10, dtype=F64):
     return torch.randn(n, *shape, dtype=dtype, generator=_gen(seed))
 
 
-# name -> (model factory, per-example input shape, does strategy="structured" apply)
+# name -> (model factory, per-example input shape, is every parameter factorised by
+# strategy="structured" (no per-example Jacobian fallback))
 MODELS = {
     "mlp": (_mlp, (4,), True),
     "twin-ntk": (lambda: _twin("ntk"), (5,), True),
@@ -105,7 +114,7 @@ MODELS = {
     "twin-branches": (_branches, (5,), True),
     "frozen": (_frozen, (4,), True),
     "inplace-relu": (_inplace, (4,), True),
-    "conv": (_conv, (1, 4, 4), False),
+    "conv": (_conv, (1, 4, 4), True),
 }
 
 
@@ -129,10 +138,6 @@ def references():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_agrees_with_explicit_jacobian_product(references, name, strategy):
     model, x, ref = references[name]
-    if strategy == "structured" and not MODELS[name][2]:
-        with pytest.raises(NotImplementedError, match=r"Conv2d.*strategy='jacobian'"):
-            empirical_ntk(model, x, strategy=strategy)
-        return
     theta = empirical_ntk(model, x, strategy=strategy)
     assert theta.shape == (x.shape[0], x.shape[0])
     assert theta.dtype == F64 and not theta.requires_grad
@@ -141,7 +146,7 @@ def test_agrees_with_explicit_jacobian_product(references, name, strategy):
 
 
 def _applicable(*names):
-    return [(n, s) for n in names for s in STRATEGIES if s != "structured" or MODELS[n][2]]
+    return [(n, s) for n in names for s in STRATEGIES]
 
 
 @pytest.mark.parametrize("name, strategy", _applicable("mlp", "conv"))
@@ -189,6 +194,13 @@ def test_linear_model_closed_form(strategy):
     _assert_rel_close(theta, 2.0 * (x1 @ x2.T + 1.0), rtol=1e-14)
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_works_under_no_grad(references, strategy):
+    model, x, ref = references["conv"]
+    with torch.no_grad():
+        _assert_rel_close(empirical_ntk(model, x, strategy=strategy), ref)
+
+
 def test_numpy_inputs_and_top_level_export():
     model = _mlp()
     x = _inputs((4,), n=4)
@@ -196,15 +208,14 @@ def test_numpy_inputs_and_top_level_export():
     assert torch.equal(empirical_ntk(model, x.numpy()), empirical_ntk(model, x))
 
 
-def test_batchnorm_in_eval_mode_falls_back_to_jacobian():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_batchnorm1d_in_eval_mode(strategy):
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).to(F64)
     model(_inputs((4,), n=16, seed=5))  # move the running statistics off their defaults
     model.eval()
     x = _inputs((4,))
-    _assert_rel_close(empirical_ntk(model, x), _explicit_ntk(model, x))
-    with pytest.raises(NotImplementedError, match=r"'1' \(BatchNorm1d\)"):
-        empirical_ntk(model, x, strategy="structured")
+    _assert_rel_close(empirical_ntk(model, x, strategy=strategy), _explicit_ntk(model, x))
 
 
 class _Twice(nn.Module):
@@ -268,30 +279,52 @@ class _InputRewritten(nn.Module):
         return y * h[:, :2]
 
 
-@pytest.mark.parametrize("make, message", [
-    (_Twice, r"'inner' \(Linear\) was called 2 times"),
-    (_SharedParameter, r"tied weights.*'b' \(Linear\) shares a parameter with module 'a'"),
-    (_WeightReused, r"parameter 'lin.weight' enters the computation 2 times"),
-    (_Sequence, r"'lin' \(Linear\) received shape \(7, 2, 2\)"),
+@pytest.mark.parametrize("make, fallback", [
+    (_Twice, {}),  # one Linear called twice: rows of both calls, still factorised
+    (_SharedParameter, {}),  # a weight shared by two Linear modules: likewise
+    (_WeightReused, {"lin.weight": "enters the computation 2 times"}),
+    (_Sequence, {}),  # (N, S, d) rows per example: factorised with S = 2
 ])
-def test_structured_refuses_what_it_cannot_factorise_and_auto_falls_back(make, message):
+@pytest.mark.parametrize("outputs", ["trace", "full"])
+def test_tied_and_reused_weights_are_exact(make, fallback, outputs):
     torch.manual_seed(5)
     model = make().to(F64)
     x = _inputs((4,))
-    with pytest.raises(NotImplementedError, match=message + r".*strategy='jacobian'"):
-        empirical_ntk(model, x, strategy="structured")
-    ref = _explicit_ntk(model, x)
-    _assert_rel_close(empirical_ntk(model, x), ref)
-    _assert_rel_close(empirical_ntk(model, x, strategy="jacobian"), ref)
+    plan = _plan(model, x)
+    assert {n: r for n, r in plan.reasons.items()}.keys() == fallback.keys()
+    for name, reason in fallback.items():
+        assert reason in plan.reasons[name]
+    ref = _explicit_ntk(model, x, outputs=outputs)
+    for strategy in STRATEGIES:
+        _assert_rel_close(empirical_ntk(model, x, strategy=strategy, outputs=outputs), ref)
 
 
-def test_structured_refuses_a_layer_input_rewritten_in_place():
-    # Plain autograd rejects this model too (the weight gradient needs the original input);
-    # structured computes no weight gradient, so it checks the input's version itself.
+def _plan(model, x, outputs="trace"):
+    """The structured strategy's plan: which parameters fall back to Jacobians, and why."""
+    from ntkit.empirical._model import select_params
+    from ntkit.empirical._probe import probe
+    from ntkit.empirical._structured import plan_structured
+
+    selected = select_params(model, None)
+    params = dict(model.named_parameters())
+    trainable = {n: p.detach() for n, p in params.items() if id(p) in selected}
+    constants = {n: p.detach() for n, p in params.items() if id(p) not in selected}
+    constants.update(dict(model.named_buffers()))
+    pr = probe(model, trainable, constants, x)
+    return plan_structured(model, x, selected=selected, outputs=outputs, n1=len(x),
+                           n2=len(x), pr=pr)
+
+
+def test_a_layer_input_rewritten_in_place_is_not_factorised():
+    # Plain autograd rejects this model (the weight gradient needs the original input);
+    # structured computes no weight gradient, so it checks the input's version itself and
+    # hands the weight to autograd, which then raises as plain autograd does.
     model = _InputRewritten().to(F64)
     x = _inputs((4,))
-    with pytest.raises(NotImplementedError, match=r"'lin' \(Linear\) was modified in place"):
-        empirical_ntk(model, x, strategy="structured")
+    assert "modified in place" in _plan(model, x).reasons["lin.weight"]
+    for strategy in STRATEGIES:
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            empirical_ntk(model, x, strategy=strategy)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         model(x).sum().backward()
 
@@ -308,13 +341,13 @@ class _Custom(nn.Module):
         return self.lin(x * self.scale)
 
 
-def test_structured_names_the_unsupported_module():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_raw_parameter_falls_back_to_its_own_jacobian(strategy):
     model = _Custom().to(F64)
     x = _inputs((4,))
-    with pytest.raises(NotImplementedError,
-                       match=r"_Custom has trainable parameters \['scale'\].*'jacobian'"):
-        empirical_ntk(model, x, strategy="structured")
-    _assert_rel_close(empirical_ntk(model, x), _explicit_ntk(model, x))
+    plan = _plan(model, x)
+    assert plan.fallback == ["scale"] and "_Custom has no factorisation" in plan.reasons["scale"]
+    _assert_rel_close(empirical_ntk(model, x, strategy=strategy), _explicit_ntk(model, x))
 
 
 def _bad_calls():

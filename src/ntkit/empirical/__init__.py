@@ -1,4 +1,4 @@
-"""Empirical (finite-width) neural tangent kernels of any ``torch.nn.Module``.
+"""Empirical (finite-width) kernels of any ``torch.nn.Module``, and its Taylor expansions.
 
 >>> import torch
 >>> from ntkit.empirical import empirical_ntk
@@ -7,6 +7,9 @@
 torch.Size([4, 4])
 """
 
+from ._linearize import linearize as linearize
+from ._linearize import taylor as taylor
+from ._nngp import empirical_nngp as empirical_nngp
 from ._ntk import empirical_ntk as empirical_ntk
 
-__all__ = ["empirical_ntk"]
+__all__ = ["empirical_nngp", "empirical_ntk", "linearize", "taylor"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from .._checks import as_inputs, check_pair, positive_int
-from ._jacobian import jacobian_ntk
-from ._structured import NotStructured, structured_layers, structured_ntk
+from ._blocks import OUTPUTS, transpose_block
+from ._checks import check_model, prepare_inputs
+from ._jacobian import jacobian_cost, jacobian_ntk
+from ._memory import check_max_memory
+from ._model import ParamSpec, functional_tensors, select_params
+from ._ntk_vp import ntk_vp, ntk_vp_cost
+from ._probe import probe
+from ._structured import plan_structured, structured_ntk
 
 __all__ = ["empirical_ntk"]
 
-_STRATEGIES = ("auto", "jacobian", "structured")
+_STRATEGIES = ("auto", "jacobian", "ntk_vp", "structured")
 
 
 def empirical_ntk(
@@ -20,14 +24,17 @@ def empirical_ntk(
     x2: Tensor | None = None,
     *,
     strategy: str = "auto",
+    outputs: str = "trace",
     batch_size: int | None = None,
+    max_memory: int | None = None,
+    params: ParamSpec = None,
 ) -> Tensor:
     """The empirical neural tangent kernel of ``model`` at its current parameters.
 
-    ``Theta(x1_i, x2_j) = sum_o sum_p df_o(x1_i)/dp df_o(x2_j)/dp``: the trace over the
-    output units ``o`` of the Jacobian product over every parameter ``p`` with
-    ``requires_grad=True`` (frozen parameters are constants). For a network with ``K``
-    outputs in the ``Theta ⊗ I_K`` convention of the infinite-width kernel, divide by ``K``.
+    ``Theta_ab(x1_i, x2_j) = sum_p df_a(x1_i)/dp df_b(x2_j)/dp`` over the parameters ``p``
+    that count (``params``; by default every parameter with ``requires_grad=True``, the
+    others are constants), for output units ``a, b``. For a network with ``K`` outputs in the
+    ``Theta ⊗ I_K`` convention of the infinite-width kernel, divide the trace by ``K``.
 
     The model must treat the examples of a batch independently (no batch statistics: a
     ``BatchNorm`` in training mode raises, and so does active dropout: call ``model.eval()``).
@@ -37,36 +44,46 @@ def empirical_ntk(
 
     **Arguments:**
 
-    - ``model``: maps ``(N, *features)`` to ``(N, *out)``; ``K = prod(out)`` output units
-      (``(N,)`` outputs count as ``K = 1``).
+    - ``model``: maps ``(N, *features)`` to ``(N, *out)``; ``K = prod(out)`` output units.
     - ``x1``: ``(N1, *features)`` inputs (tensor or NumPy array, floating point, finite).
-    - ``x2``: ``(N2, *features)`` inputs, or ``None`` for ``x1`` against itself (one pass
-      over ``x1``; the result is exactly symmetric).
-    - ``strategy``:
+    - ``x2``: ``(N2, *features)`` inputs, or ``None`` for ``x1`` against itself (only the
+      upper triangle of blocks is computed; the result is exactly symmetric).
+    - ``strategy``: all give the same kernel up to rounding.
 
-      - ``"jacobian"``: per-example Jacobians by ``torch.func`` (``vmap(jacrev)``),
-        contracted block by block; any model. Memory ``2 * batch_size * K * P`` numbers for
-        ``P`` trainable parameters.
-      - ``"structured"``: for models whose trainable modules are all ``nn.Linear`` or
-        :class:`ntkit.layers.DenseModule` (each called once, on ``(N, in)`` inputs), with
-        any parameter-free modules between them. One forward pass records each layer's
-        inputs ``A`` and ``K`` backward passes the gradients ``G`` at its outputs; then
-        ``Theta = sum_layers (w^2 A1 A2^T + b^2) * (G1 G2^T)`` (elementwise; ``w``, ``b`` the
-        layers' weight and bias scales). Cost: about ``K + 1`` forward passes plus the
-        Gram matrices; memory ``(N1 + N2) * sum(in + K * out)`` numbers. Anything else
-        raises ``NotImplementedError``.
-      - ``"auto"`` (default): ``"structured"`` where it applies, else ``"jacobian"``.
-    - ``batch_size``: examples per forward pass (``"structured"``) or per Jacobian block
-      (``"jacobian"``); bounds the memory of one pass. ``None`` picks a size.
+      - ``"jacobian"``: per-example Jacobians ``(K, P)`` by ``torch.func`` (``vmap(jacrev)``)
+        contracted block by block. Cost ``~ N K`` backward passes ``+ N1 N2 K P`` (``K^2``
+        for ``"full"``) multiply-adds.
+      - ``"ntk_vp"``: NTK-vector products, a vjp per example of ``x2`` and output unit then a
+        jvp on ``x1`` (no Jacobian of ``x1`` stored). Cost ``~ N1 N2 K`` forward passes.
+      - ``"structured"``: per-layer factorisation. ``nn.Linear`` / ``DenseModule`` /
+        ``nn.Conv1d`` / ``nn.Conv2d`` weights and biases by Gram matrices of layer inputs
+        and back-propagated output gradients, or by their per-example gradients, whichever is
+        cheaper for the layer's shapes; embeddings by index Grams; ``LayerNorm``,
+        ``GroupNorm`` and eval ``BatchNorm`` affine parameters directly. Every other
+        parameter falls back to per-example Jacobians of that parameter only. Cost: one
+        forward and ``K`` backward passes per example plus the per-layer products.
+      - ``"auto"`` (default): the cheapest by a FLOP model measured on one forward pass of
+        two examples (``torch.utils.flop_counter``): the costs above, with the structured
+        plan's per-layer choices (see ``ntkit.empirical._structured``).
+    - ``outputs``: ``"trace"`` (``(N1, N2)``, summed over output units), ``"full"``
+      (``(N1, N2, K, K)``) or ``"diagonal"`` (``(N1, N2, K)``, the ``a == b`` entries).
+    - ``batch_size``: at most this many examples per block. ``None``: as large as the memory
+      budget allows.
+    - ``max_memory``: bytes of working memory (Jacobians, layer features, temporaries of
+      a block pair; estimated, not counting the model, the inputs and the result). Default
+      1 GiB. Too small for one example raises ``ValueError``.
+    - ``params``: which parameters count: a parameter or module name, a list of them, or a
+      predicate ``(name, parameter) -> bool`` (e.g. ``"head"`` for the last layer only, or
+      ``lambda n, p: not n.startswith("embed")``). ``None``: all with ``requires_grad``.
 
-    **Returns:** a ``(N1, N2)`` tensor (``(N1, N1)`` when ``x2`` is ``None``) of the inputs'
-    dtype and device, not requiring grad.
+    **Returns:** the kernel in the ``outputs`` layout, of the inputs' dtype and device, not
+    requiring grad.
 
     Example:
         >>> import torch
         >>> import ntkit as nk
         >>> from ntkit import layers as L
-        >>> net = L.serial(L.Dense(64, W_std=1.5, b_std=0.1), L.ReLU(), L.Dense(1))
+        >>> net = L.serial(L.Dense(64, W_std=1.5, b_std=0.1), L.ReLU(), L.Dense(2))
         >>> model = net.module((3,), generator=torch.Generator().manual_seed(0),
         ...                    dtype=torch.float64)
         >>> x = torch.randn(5, 3, dtype=torch.float64)
@@ -75,77 +92,57 @@ def empirical_ntk(
         torch.Size([5, 5])
         >>> bool(torch.allclose(theta, nk.empirical_ntk(model, x, strategy="jacobian")))
         True
-        >>> nk.empirical_ntk(model, x[:2], x).shape
-        torch.Size([2, 5])
+        >>> nk.empirical_ntk(model, x[:2], x, outputs="full").shape
+        torch.Size([2, 5, 2, 2])
+        >>> nk.empirical_ntk(model, x, params="2").shape   # the last layer only
+        torch.Size([5, 5])
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}")
-    if batch_size is not None:
-        batch_size = positive_int(batch_size, "batch_size")
-    x1 = as_inputs(x1, "x1")
-    if x2 is not None:
-        x2 = as_inputs(x2, "x2")
-        check_pair(x1, x2)
-        if x2 is x1 or (x2.shape == x1.shape and torch.equal(x1, x2)):
-            x2 = None  # one pass over x1, and an exactly symmetric result
-        else:
-            x2 = x2.detach()
-    x1 = x1.detach()
-    _check_model(model, x1)
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {OUTPUTS}; got {outputs!r}")
+    max_memory = check_max_memory(max_memory)
+    x1, x2, batch_size = prepare_inputs(model, x1, x2, batch_size)
+    selected = select_params(model, params)
+    check_model(model, x1)
 
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    trainable, constants = functional_tensors(model, x1.dtype, selected=selected,
+                                              requires_grad=False)
+    pr = probe(model, trainable, constants, x1)
+    options = dict(selected=selected, outputs=outputs, batch_size=batch_size,
+                   max_memory=max_memory, pr=pr)
+    plan = None
+    if strategy in ("auto", "structured"):
+        plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2,
+                               pr=pr)
+    if strategy == "auto":
+        costs = {"structured": plan.cost, "jacobian": jacobian_cost(pr, n1, n2, outputs),
+                 "ntk_vp": ntk_vp_cost(pr, n1, n2)}
+        strategy = min(costs, key=costs.__getitem__)
     if strategy == "jacobian":
-        theta = jacobian_ntk(model, x1, x2, batch_size=batch_size)
-    elif strategy == "structured":
-        theta = structured_ntk(model, x1, x2, batch_size=batch_size)
+        theta = jacobian_ntk(model, x1, x2, **options)
+    elif strategy == "ntk_vp":
+        theta = ntk_vp(model, x1, x2, **options)
     else:
-        theta = None
-        try:
-            layers = structured_layers(model)
-        except NotStructured:
-            layers = None
-        if layers is not None:
-            try:
-                theta = structured_ntk(model, x1, x2, batch_size=batch_size,
-                                       layers=layers)
-            except NotStructured:
-                theta = None
-        if theta is None:
-            theta = jacobian_ntk(model, x1, x2, batch_size=batch_size)
+        theta = structured_ntk(model, x1, x2, plan=plan, **options)
     if x2 is None:
         # Addition commutes exactly in floating point, so this is bit-for-bit symmetric.
-        theta = (theta + theta.T) * 0.5
+        theta = (theta + transpose_block(theta, outputs)) * 0.5
     return theta.detach()
 
 
-def _check_model(model: nn.Module, x: Tensor) -> None:
-    """Trainable parameters exist, sit on ``x``'s device, and no module couples the batch."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError(
-            f"model has no parameters with requires_grad=True, so its NTK is zero; got "
-            f"{type(model).__name__} with {sum(1 for _ in model.parameters())} parameter "
-            f"tensor(s), all frozen"
-        )
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.device != x.device:
-            raise ValueError(
-                f"model and inputs must be on the same device: model tensor {name!r} is on "
-                f"{t.device} but x1 is on {x.device}; move one of them (model.to(x1.device))"
-            )
-    for name, m in model.named_modules():
-        where = f"module {name!r} ({type(m).__name__})" if name else type(m).__name__
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
-            m.training or m.running_mean is None
-        ):
-            raise ValueError(
-                f"model: {where} normalises with batch statistics, so each output depends "
-                f"on the whole batch and the NTK is not per-example; call model.eval() "
-                f"(with track_running_stats=True) first"
-            )
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-            raise ValueError(
-                f"model: {where} is in training mode, so the network is random and has no "
-                f"single NTK; call model.eval() first"
-            )
+def choose_strategy(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,
+                    outputs: str = "trace", params: ParamSpec = None) -> dict[str, float]:
+    """The FLOP estimates that ``strategy="auto"`` compares (for tests and benchmarks)."""
+    x1, x2, _ = prepare_inputs(model, x1, x2, None)
+    selected = select_params(model, params)
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    trainable, constants = functional_tensors(model, x1.dtype, selected=selected,
+                                              requires_grad=False)
+    pr = probe(model, trainable, constants, x1)
+    plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2, pr=pr)
+    return {"structured": plan.cost, "jacobian": jacobian_cost(pr, n1, n2, outputs),
+            "ntk_vp": ntk_vp_cost(pr, n1, n2)}

@@ -1,187 +1,114 @@
-"""Empirical NTK of networks of dense layers, factorised layer by layer.
+"""Empirical NTK factorised layer by layer ("structured derivatives").
 
-A dense layer ``z = w W a + b B`` (scales ``w``, ``b``; ``w = b = 1`` for ``nn.Linear``) has
-per-example gradients ``dz_o/dW = w g a^T`` and ``dz_o/dB = b g``, where ``a`` is the layer's
-input and ``g = df_o/dz`` the gradient at its output. Their inner products over two examples
-factorise, ``w^2 (a . a') (g . g') + b^2 (g . g')``, so with the inputs ``A`` and output
-gradients ``G`` of all examples stacked row-wise,
+A weight used in rows ``s`` of an example (a dense layer on a sequence, a convolution's
+patches) has the per-example gradient ``dz/dW = sum_s a_s g_s^T``, where ``a_s`` is the
+layer's input row and ``g_s = df_o/dz_s`` the gradient at its output. The NTK contribution
+of two examples is then either
 
-    Theta = sum_layers sum_o (w^2 A1 A2^T + b^2) * (G1_o G2_o^T)      (elementwise *)
+- the **Gram route**: ``sum_{s,s'} (a_s . a'_s') (g_s . g'_s')``: Gram matrices of the
+  inputs and of the output gradients, never a Jacobian (for ``nn.Linear`` on ``(N, in)``
+  inputs, ``S = 1``: ``(A1 A2^T) * (G1 G2^T)``); or
+- the **Jacobian route**: form each example's ``sum_s a_s g_s^T`` (``in x out`` per output
+  unit) and contract those,
 
-(the structure neural-tangents exploits in its "structured derivatives" NTK; Novak et al.
-2022, "Fast Finite Width Neural Tangent Kernel"). Because the examples are independent, one
-backward pass of ``sum_n f_o(x_n)`` gives ``G_o`` for every example and layer at once: a
-forward pass and ``K`` backward passes replace ``N`` per-example Jacobians.
+whichever the shapes make cheaper (``S^2 (in + K out)`` against ``K in out`` per pair of
+examples, for ``K`` output units; ``K^2`` for the full layout). Biases are a column of ones
+in ``a``; embeddings have one-hot rows (equal indices); normalisation layers' affine
+parameters get their small per-example gradients directly. One forward pass records every
+supported layer's input and ``K`` backward passes give all ``g`` for every example at once,
+because examples are independent (Novak et al. 2022, "Fast Finite Width Neural Tangent
+Kernel", for the same structure).
 
-The factorisation silently breaks if a weight is used twice (tied weights need cross terms
-between uses), used outside its layer, or the layer sees rows other than the examples, so
-each of these raises ``NotStructured`` (a ``NotImplementedError``).
+Every parameter that this cannot capture exactly falls back to per-example Jacobians of the
+model w.r.t. that parameter alone (``torch.func``): parameters of other modules, a module
+whose input lacks the batch axis first or is modified in place later, and any parameter that
+enters the autograd graph more often than its supported modules were called (e.g. a weight
+also used directly in a custom forward). Tied weights used by several calls of supported
+modules stay factorised: the rows of all calls are concatenated, which gives the cross terms.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..layers import DenseModule
+from ._blocks import contract_jacobians, fill_blocks, new_result
+from ._factors import Handler, handler_for
+from ._jacobian import per_example_jacobians
+from ._memory import DEFAULT_BUDGET, block_size
 from ._model import check_outputs, functional_tensors
+from ._probe import Probe
 
-__all__ = ["NotStructured", "structured_layers", "structured_ntk"]
+__all__ = ["Plan", "plan_structured", "structured_ntk"]
 
-# Examples per forward pass by default: big enough for efficient GEMMs, and the autograd
-# graph of one pass stays a fraction of the features kept for the Gram matrices.
-_DEFAULT_BATCH_SIZE = 2048
-
-_HINT = "; use strategy='jacobian' (works for any model with independent examples)"
-
-
-class NotStructured(NotImplementedError):
-    """The model is outside what the structured strategy computes correctly."""
+_Call = tuple[int, int]  # (id of the module, index of the call in one forward pass)
 
 
 @dataclass
-class _Layer:
-    """One dense layer: its squared scales (``None`` for a frozen or absent parameter)."""
+class _Group:
+    """Parameters used by the same calls of modules of one kind, factorised together."""
 
-    name: str
-    module: nn.Module
-    weight_scale2: float | None
-    bias_scale2: float | None
-
-
-def structured_layers(model: nn.Module) -> list[_Layer]:
-    """The dense layers holding all of ``model``'s trainable parameters, or ``NotStructured``."""
-    layers: list[_Layer] = []
-    owner: dict[int, str] = {}
-    for name, m in model.named_modules():
-        trainable = {n: p for n, p in m.named_parameters(recurse=False) if p.requires_grad}
-        if not trainable:
-            continue
-        where = f"module {name!r} ({type(m).__name__})" if name else type(m).__name__
-        if not _is_dense(m):
-            raise NotStructured(
-                f"strategy='structured' supports trainable parameters only in nn.Linear and "
-                f"ntkit.layers.DenseModule; {where} has trainable parameters "
-                f"{sorted(trainable)}{_HINT}"
-            )
-        for p in trainable.values():
-            if id(p) in owner:
-                raise NotStructured(
-                    f"strategy='structured' cannot handle tied weights: {where} shares a "
-                    f"parameter with module {owner[id(p)]!r}{_HINT}"
-                )
-            owner[id(p)] = name
-        dense = isinstance(m, DenseModule)
-        w2 = float(m.weight_scale) ** 2 if dense else 1.0
-        b2 = float(m.bias_scale) ** 2 if dense else 1.0
-        layers.append(_Layer(name, m, w2 if "weight" in trainable else None,
-                             b2 if "bias" in trainable else None))
-    return layers
+    handler: Handler
+    names: list[str]
+    roles: dict[int, list[str]]  # module id -> its attributes ("weight", "bias") in the group
+    calls: list[_Call]
+    route: str = "jacobian"  # or "gram"
+    n_params: int = 0
 
 
-def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *,
-                   batch_size: int | None, layers: list[_Layer] | None = None) -> Tensor:
-    """``(N1, N2)`` empirical NTK (``x2=None``: ``x1`` against itself); see ``empirical_ntk``."""
-    layers = structured_layers(model) if layers is None else layers
-    params, constants = functional_tensors(model, x1.dtype, requires_grad=True)
-    bs = batch_size or _DEFAULT_BATCH_SIZE
-    features1 = _features(model, params, constants, layers, x1, bs)
-    features2 = features1 if x2 is None else _features(model, params, constants, layers, x2, bs)
-    theta = x1.new_zeros(x1.shape[0], (x1 if x2 is None else x2).shape[0])
-    for layer, (a1, g1), (a2, g2) in zip(layers, features1, features2, strict=True):
-        gram_g = g1 @ g2.T
-        if layer.weight_scale2 is not None:
-            # (w^2 A1 A2^T + b^2) * G1 G2^T, in place on the N1 x N2 temporary.
-            scale = torch.mm(a1, a2.T).mul_(layer.weight_scale2)
-            if layer.bias_scale2:
-                scale.add_(layer.bias_scale2)
-            theta.addcmul_(scale, gram_g)
-        elif layer.bias_scale2:
-            theta.add_(gram_g, alpha=layer.bias_scale2)
-    return theta
+@dataclass
+class Plan:
+    """How ``structured_ntk`` computes each parameter's contribution, and what it costs."""
+
+    modules: dict[int, tuple[nn.Module, Handler]]
+    groups: list[_Group]
+    fallback: list[str]  # parameters computed by per-example Jacobians
+    reasons: dict[str, str] = field(default_factory=dict)  # why each one fell back
+    cost: float = 0.0  # FLOPs
+    per_example: float = 0.0  # bytes of state per example
+    per_pair: float = 0.0  # bytes of temporaries per pair of examples
 
 
-def _features(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-              layers: list[_Layer], x: Tensor, bs: int) -> list[tuple[Tensor, Tensor]]:
-    """Per layer, ``(A, G)``: inputs ``(N, in)`` and output gradients ``(N, K * out)``
-    (``G = [G_1 ... G_K]``, one block of columns per output unit)."""
-    passes = [_one_pass(model, params, constants, layers, x[i:i + bs])
-              for i in range(0, x.shape[0], bs)]
-    if len(passes) == 1:
-        return passes[0]
-    return [(torch.cat([p[k][0] for p in passes]), torch.cat([p[k][1] for p in passes]))
-            for k in range(len(layers))]
-
-
-def _one_pass(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-              layers: list[_Layer], x: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """``(A, G)`` per layer for one batch: a forward pass and ``K`` backward passes."""
+def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
+             modules: dict[int, tuple[nn.Module, Handler]], x: Tensor):
+    """``f`` as ``(B, K)`` and, per hooked module, its calls ``[feature or reason, output]``."""
     n = x.shape[0]
-    calls: dict[int, list[tuple[Tensor, int, Tensor]]] = {id(ly.module): [] for ly in layers}
+    calls: dict[int, list[list]] = {i: [] for i in modules}
 
-    def record(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        calls[id(module)].append((args[0], args[0]._version, output))
+    def hook(m: nn.Module, args: tuple, output):
+        x_in = args[0] if args else None
+        if not isinstance(output, Tensor) or x_in is None:
+            calls[id(m)].append(["it was called without one tensor input and output", None,
+                                 None, None])
+            return None
+        feature = modules[id(m)][1].record(m, x_in, n)
         # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the recorded
         # output, or autograd would differentiate with respect to the modified tensor.
+        calls[id(m)].append([feature, x_in, getattr(x_in, "_version", None), output])
         return output.clone()
 
-    handles = [ly.module.register_forward_hook(record) for ly in layers]
+    handles = [m.register_forward_hook(hook) for m, _ in modules.values()]
     try:
         with torch.enable_grad():
             f = check_outputs(functional_call(model, (params, constants), (x,)), n)
     finally:
         for h in handles:
             h.remove()
-
-    inputs, outputs = [], []
-    for ly in layers:
-        where = f"module {ly.name!r} ({type(ly.module).__name__})"
-        got = calls[id(ly.module)]
-        if len(got) != 1:
-            raise NotStructured(
-                f"strategy='structured' needs each dense layer called exactly once per "
-                f"forward pass; {where} was called {len(got)} times (a layer used twice "
-                f"shares its weights, whose NTK needs cross terms between the uses)" + _HINT
-            )
-        a, version, z = got[0]
-        if a.ndim != 2 or a.shape[0] != n:
-            raise NotStructured(
-                f"strategy='structured' needs each dense layer to act on (N, in) rows, one per "
-                f"example; {where} received shape {tuple(a.shape)} for N = {n}" + _HINT
-            )
-        if a._version != version:
-            raise NotStructured(
-                f"strategy='structured' records each dense layer's input, but the input of "
-                f"{where} was modified in place later in the forward pass" + _HINT
-            )
-        inputs.append(a.detach())
-        outputs.append(z)
-    _check_single_use(f, params)
-
-    n_out = f.shape[1]
-    grads: list[list[Tensor]] = [[] for _ in layers]
-    for o in range(n_out):
-        # Examples are independent, so d(sum_n f_o(x_n))/dz_n = df_o(x_n)/dz_n for each n.
-        gs = (torch.autograd.grad(f[:, o].sum(), outputs, retain_graph=o < n_out - 1,
-                                  allow_unused=True)
-              if f.requires_grad else [None] * len(outputs))
-        for acc, g, z in zip(grads, gs, outputs, strict=True):
-            acc.append(torch.zeros_like(z) if g is None else g)
-    return [(a, torch.cat(acc, dim=1)) for a, acc in zip(inputs, grads, strict=True)]
+    for per_module in calls.values():
+        for call in per_module:
+            if isinstance(call[1], Tensor) and call[1]._version != call[2]:
+                call[0] = "its input was modified in place later in the forward pass"
+    return f, calls
 
 
-def _check_single_use(f: Tensor, params: dict[str, Tensor]) -> None:
-    """Each trainable tensor enters the autograd graph of ``f`` through exactly one edge.
-
-    A dense layer's weight used anywhere else (e.g. ``F.linear(h, lin.weight)`` in a custom
-    forward) would add gradient terms that its recorded ``A`` and ``G`` do not see.
-    """
-    uses = {id(p): 0 for p in params.values()}
-    seen = set()
-    stack = [f.grad_fn]
+def _edge_counts(f: Tensor, params: dict[str, Tensor]) -> dict[str, int]:
+    """How many times each parameter enters the autograd graph of ``f``."""
+    by_id = {id(p): name for name, p in params.items()}
+    counts = dict.fromkeys(params, 0)
+    seen, stack = set(), [f.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -191,23 +118,258 @@ def _check_single_use(f: Tensor, params: dict[str, Tensor]) -> None:
             if nxt is None:
                 continue
             variable = getattr(nxt, "variable", None)
-            if variable is not None and id(variable) in uses:
-                uses[id(variable)] += 1
+            if variable is not None and id(variable) in by_id:
+                counts[by_id[id(variable)]] += 1
             stack.append(nxt)
-    for name, p in params.items():
-        if uses[id(p)] > 1:
-            raise NotStructured(
-                f"strategy='structured' needs each weight used once, by its own layer; "
-                f"parameter {name!r} enters the computation {uses[id(p)]} times" + _HINT
-            )
+    return counts
 
 
-def _is_dense(m: nn.Module) -> bool:
-    """``nn.Linear`` or ``DenseModule`` with their own forward and only weight and bias."""
-    if isinstance(m, nn.Linear):
-        forward = nn.Linear.forward
-    elif isinstance(m, DenseModule):
-        forward = DenseModule.forward
+def plan_structured(model: nn.Module, x: Tensor, *, selected: set[int], outputs: str,
+                    n1: int, n2: int, pr: Probe) -> Plan:
+    """Decide, from one forward pass on two examples, how each parameter is computed."""
+    params, constants = functional_tensors(model, x.dtype, selected=selected,
+                                           requires_grad=True)
+    canonical = {id(p): name for name, p in model.named_parameters()}
+    owners: dict[str, list[tuple[nn.Module, str]]] = {}
+    for m in model.modules():
+        for attr, p in m._parameters.items():
+            if p is not None and id(p) in selected:
+                owners.setdefault(canonical[id(p)], []).append((m, attr))
+    modules = {}
+    for own in owners.values():
+        for m, _ in own:
+            handler = handler_for(m)
+            if handler is not None:
+                modules[id(m)] = (m, handler)
+    f, calls = _forward(model, params, constants, modules, x[:2])
+    edges = _edge_counts(f, params) if f.requires_grad else dict.fromkeys(params, 0)
+
+    reasons: dict[str, str] = {}
+    keyed: dict[tuple, _Group] = {}
+    for name, own in owners.items():
+        kinds = {id(modules[id(m)][1]) if id(m) in modules else None for m, _ in own}
+        n_calls = sum(len(calls[id(m)]) for m, _ in own if id(m) in modules)
+        bad = [c[0] for m, _ in own if id(m) in modules for c in calls[id(m)]
+               if isinstance(c[0], str)]
+        if None in kinds:
+            m = next(m for m, _ in own if id(m) not in modules)
+            reasons[name] = f"{type(m).__name__} has no factorisation here"
+        elif len(kinds) > 1:
+            reasons[name] = "it is tied across modules of different kinds"
+        elif bad:
+            reasons[name] = bad[0]
+        elif edges[name] != n_calls:
+            reasons[name] = (f"it enters the computation {edges[name]} times but its modules "
+                             f"are called {n_calls} times")
+        if name in reasons:
+            continue
+        handler = modules[id(own[0][0])][1]
+        call_list = [(id(m), i) for m, _ in own for i in range(len(calls[id(m)]))]
+        if not call_list:
+            continue  # unused: contributes nothing
+        key = (tuple(sorted(call_list)), name if handler.kind == "direct" else "")
+        group = keyed.setdefault(key, _Group(handler, [], {}, sorted(call_list)))
+        group.names.append(name)
+        for m, attr in own:
+            group.roles.setdefault(id(m), []).append(attr)
+    groups = list(keyed.values())
+    for g in groups:
+        for roles in g.roles.values():
+            roles.sort(key=lambda r: r != "weight")  # weight columns first, then the bias
+        g.n_params = sum(params[n].numel() for n in g.names)
+    plan = Plan(modules, groups, [n for n in params if n in reasons], reasons)
+    _choose_routes(plan, calls, outputs, n1, n2, pr,
+                   sum(params[n].numel() for n in plan.fallback))
+    return plan
+
+
+def _choose_routes(plan: Plan, calls, outputs: str, n1: int, n2: int, pr: Probe,
+                   n_fallback: int) -> None:
+    """Gram or Jacobian route per group, and the plan's FLOPs and bytes (see module doc)."""
+    k, item = pr.n_out, pr.itemsize
+    c = k * k if outputs == "full" else k
+    pairs = float(n1) * n2
+    plan.cost = (n1 + n2) * (1 + 2 * k) * pr.flops  # one forward and K backward passes
+    plan.per_example = plan.per_pair = 0.0
+    jac_params = 0
+    for g in plan.groups:
+        if g.handler.kind == "direct":
+            jac_params += g.n_params
+            continue
+        rows, width_in, width_out, n_groups = 0, 0, 0, 1
+        for mid, i in g.calls:
+            m = plan.modules[mid][0]
+            feature, _, _, out = calls[mid][i]
+            roles = g.roles[mid]
+            if g.handler.kind == "index":  # (B, S) indices
+                rows += feature.shape[1]
+                width_in = 1
+            else:  # (B, groups, S, in)
+                n_groups = feature.shape[1]
+                rows += feature.shape[2]
+                width_in = feature.shape[3] * ("weight" in roles) + ("bias" in roles)
+            width_out = g.handler.grads(m, out.unsqueeze(1)).shape[-1]
+        # FLOPs per pair of examples (Gram, Jacobian route) and per example (forming the
+        # Jacobian route's per-example gradients).
+        gram = rows * rows * (2 * width_in + 2 * c * width_out + c)
+        jac = 2.0 * c * n_groups * width_in * width_out
+        form = 2.0 * rows * n_groups * width_in * k * width_out
+        factors = item * rows * n_groups * (width_in + k * width_out)
+        if g.handler.kind == "index" or (n_groups == 1 and gram < jac + 2 * form / n2):
+            g.route = "gram"
+            plan.cost += pairs * gram
+            plan.per_example += factors
+            plan.per_pair += item * rows * rows * (2 + 2 * c)
+        else:
+            plan.cost += (n1 + n2) * form + pairs * jac
+            plan.per_example += factors + item * k * n_groups * width_in * width_out
+    if n_fallback:
+        # Per-example Jacobians w.r.t. the fallback parameters: K backward passes each.
+        plan.cost += (n1 + n2) * k * 3 * pr.flops
+        plan.per_example += item * k * (n_fallback + 2 * pr.activations)
+    plan.cost += 2.0 * pairs * c * (jac_params + n_fallback)
+    plan.per_example += item * k * (jac_params + n_fallback)
+    plan.per_pair += item * c
+
+
+def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int],
+                   outputs: str, batch_size: int | None, max_memory: int | None, pr: Probe,
+                   plan: Plan | None = None) -> Tensor:
+    """The kernel in ``outputs`` layout (``x2=None``: ``x1`` against itself); see
+    ``empirical_ntk``."""
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    if plan is None:
+        plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2,
+                               pr=pr)
+    params, constants = functional_tensors(model, x1.dtype, selected=selected,
+                                           requires_grad=True)
+    fb_params = {n: params[n].detach() for n in plan.fallback}
+    fb_constants = {**constants, **{n: p.detach() for n, p in params.items()
+                                    if n not in fb_params}}
+    k = pr.n_out
+
+    def state(x: Tensor):
+        return _features(plan, model, params, constants, fb_params, fb_constants, x, k)
+
+    bs = block_size(max(n1, n2), per_example=plan.per_example, per_pair=plan.per_pair,
+                    max_memory=max_memory, batch_size=batch_size, strategy="structured")
+    budget = DEFAULT_BUDGET if max_memory is None else max_memory
+    out = new_result(n1, n2, k, outputs, x1)
+    return fill_blocks(out, x1, x2, block=bs, left=state, right=None,
+                       pair=lambda a, b: _pair(a, b, outputs), outputs=outputs,
+                       cache_right=(n2 + bs) * plan.per_example <= budget)
+
+
+def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_constants,
+              x: Tensor, k: int):
+    """A block's state: Gram-route factors ``[(kind, A, G)]`` and the Jacobians ``(B, K, P)``
+    of everything else, concatenated."""
+    n = x.shape[0]
+    f, calls = _forward(model, params, constants, plan.modules, x)
+    used = [(mid, i) for g in plan.groups for mid, i in g.calls]
+    for mid, i in used:
+        if isinstance(calls[mid][i][0], str):
+            raise RuntimeError(f"model: {type(plan.modules[mid][0]).__name__} changed between "
+                               f"forward passes ({calls[mid][i][0]}); use "
+                               f"strategy='jacobian'")
+    outs = list({(mid, i): calls[mid][i][3] for mid, i in used}.items())
+    g_of = dict(zip([c for c, _ in outs], _output_grads(f, [z for _, z in outs], k),
+                    strict=True))  # (B, K, *out) per call
+    grams, jacs = [], []
+    for g in plan.groups:
+        handler = g.handler
+        if handler.kind == "direct":
+            role = next(iter(g.roles.values()))[0]
+            jacs.append(sum(handler.jacobian(plan.modules[mid][0], calls[mid][i][0],
+                                             g_of[(mid, i)], role) for mid, i in g.calls))
+            continue
+        a_parts, g_parts = [], []
+        for mid, i in g.calls:
+            m = plan.modules[mid][0]
+            feature = calls[mid][i][0]
+            g_parts.append(handler.grads(m, g_of[(mid, i)]))
+            a_parts.append(feature if handler.kind == "index"
+                           else _columns(handler, m, feature, g.roles[mid]))
+        grad = torch.cat(g_parts, dim=2)  # (B, groups, S, K, out)
+        a = torch.cat(a_parts, dim=-1 if handler.kind == "index" else 2)
+        if g.route == "gram":
+            grams.append((handler.kind, a if handler.kind == "index" else a[:, 0], grad[:, 0]))
+        else:
+            jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
+    if fb_params:
+        jacs.append(per_example_jacobians(model, fb_params, fb_constants, x))
+    return grams, (torch.cat(jacs, dim=2) if jacs else None)
+
+
+def _output_grads(f: Tensor, outs: list[Tensor], k: int) -> list[Tensor]:
+    """``df_o/dz`` for every ``z`` in ``outs``, stacked over ``o`` as ``(B, K, *z.shape[1:])``.
+
+    Examples are independent, so ``d(sum_n f_o(x_n))/dz_n = df_o(x_n)/dz_n`` for each ``n``:
+    one backward pass per output unit, batched over the units by ``is_grads_batched`` (one
+    pass of ``K``-times wider matrix products) when every op has a batching rule.
+    """
+    if not outs:
+        return []
+    with torch.enable_grad():  # also under a caller's torch.no_grad()
+        try:
+            eye = torch.eye(k, dtype=f.dtype, device=f.device)
+            gs = torch.autograd.grad(f, outs, eye.unsqueeze(1).expand(k, *f.shape),
+                                     retain_graph=True, allow_unused=True,
+                                     is_grads_batched=True)
+            return [torch.zeros((z.shape[0], k, *z.shape[1:]), dtype=z.dtype, device=z.device)
+                    if g is None else g.transpose(0, 1) for z, g in zip(outs, gs, strict=True)]
+        except RuntimeError:
+            pass
+        grads: list[list[Tensor]] = [[] for _ in outs]
+        for o in range(k):
+            gs = torch.autograd.grad(f[:, o].sum(), outs, retain_graph=o < k - 1,
+                                     allow_unused=True)
+            for acc, z, g in zip(grads, outs, gs, strict=True):
+                acc.append(torch.zeros_like(z) if g is None else g)
+    return [torch.stack(acc, dim=1) for acc in grads]
+
+
+def _columns(handler: Handler, m: nn.Module, feature: Tensor, roles: list[str]) -> Tensor:
+    """``(B, groups, S, in')``: the scaled input rows, then a column of ones for a bias."""
+    w_scale, b_scale = handler.scales(m)
+    cols = []
+    if "weight" in roles:
+        cols.append(feature if w_scale == 1.0 else feature * w_scale)
+    if "bias" in roles:
+        cols.append(feature.new_full((*feature.shape[:3], 1), b_scale))
+    return torch.cat(cols, dim=3) if len(cols) > 1 else cols[0]
+
+
+def _pair(s1, s2, outputs: str) -> Tensor:
+    """Kernel block of two states: the Jacobian contraction plus every Gram-route term."""
+    grams1, j1 = s1
+    grams2, j2 = s2
+    out = None if j1 is None else contract_jacobians(j1, j2, outputs)
+    for (kind, a1, g1), (_, a2, g2) in zip(grams1, grams2, strict=True):
+        term = _gram_block(kind, a1, a2, g1, g2, outputs)
+        out = term if out is None else out.add_(term) if out.is_contiguous() else out + term
+    return out
+
+
+def _gram_block(kind: str, a1: Tensor, a2: Tensor, g1: Tensor, g2: Tensor,
+                outputs: str) -> Tensor:
+    """``sum_{s,s'} (a_s . a'_s') (g_s . g'_s')`` for rows ``A (B, S, in)`` (or indices
+    ``(B, S)``) and gradients ``G (B, S, K, out)``, in the ``outputs`` layout."""
+    b1, r1, k, w = g1.shape
+    b2, r2 = g2.shape[:2]
+    if kind == "index":
+        i1, i2 = a1.reshape(-1, 1), a2.reshape(1, -1)
+        ga = ((i1 == i2) & (i1 >= 0)).to(g1.dtype)
     else:
-        return False
-    return type(m).forward is forward and set(m._parameters) <= {"weight", "bias"}
+        ga = a1.reshape(b1 * r1, -1) @ a2.reshape(b2 * r2, -1).T
+    if outputs == "trace":
+        gg = g1.reshape(b1 * r1, k * w) @ g2.reshape(b2 * r2, k * w).T
+        return gg.mul_(ga).view(b1, r1, b2, r2).sum((1, 3))
+    if outputs == "diagonal":
+        gg = torch.bmm(g1.permute(2, 0, 1, 3).reshape(k, b1 * r1, w),
+                       g2.permute(2, 3, 0, 1).reshape(k, w, b2 * r2))
+        return gg.mul_(ga).view(k, b1, r1, b2, r2).sum((2, 4)).permute(1, 2, 0)
+    gg = g1.reshape(b1 * r1 * k, w) @ g2.reshape(b2 * r2 * k, w).T
+    gg = gg.view(b1, r1, k, b2, r2, k).mul_(ga.view(b1, r1, 1, b2, r2, 1))
+    return gg.sum((1, 4)).permute(0, 2, 1, 3)

@@ -1,0 +1,96 @@
+"""The kernel as a grid of blocks of examples, and the output layouts ``trace/full/diagonal``.
+
+Every strategy prepares a *state* per block of examples (Jacobians, layer features, or
+tangents) and contracts two states into a block of the kernel; this module owns the loop,
+the reuse of states, the upper triangle for ``x2=None``, and the three layouts:
+
+- ``"trace"``: ``(N1, N2)``, summed over output units;
+- ``"full"``: ``(N1, N2, K, K)``, ``[i, j, a, b] = <df_a(x1_i)/dp, df_b(x2_j)/dp>``;
+- ``"diagonal"``: ``(N1, N2, K)``, the same-output entries ``a == b`` of ``"full"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["OUTPUTS", "contract_jacobians", "fill_blocks", "new_result", "reduce_full",
+           "transpose_block"]
+
+OUTPUTS = ("trace", "full", "diagonal")
+
+
+def new_result(n1: int, n2: int, n_out: int, outputs: str, like: Tensor) -> Tensor:
+    """Zeros of the layout's shape, ``like``'s dtype and device."""
+    shape = {"trace": (n1, n2), "full": (n1, n2, n_out, n_out),
+             "diagonal": (n1, n2, n_out)}[outputs]
+    return like.new_zeros(shape)
+
+
+def transpose_block(block: Tensor, outputs: str) -> Tensor:
+    """The block of ``K(x2, x1)`` from that of ``K(x1, x2)``."""
+    if outputs == "full":
+        return block.permute(1, 0, 3, 2)
+    if outputs == "diagonal":
+        return block.permute(1, 0, 2)
+    return block.T
+
+
+def reduce_full(full: Tensor, outputs: str) -> Tensor:
+    """``(B1, B2, K, K)`` to the requested layout."""
+    if outputs == "full":
+        return full
+    diag = full.diagonal(dim1=2, dim2=3)
+    return diag if outputs == "diagonal" else diag.sum(-1)
+
+
+def contract_jacobians(j1: Tensor, j2: Tensor, outputs: str) -> Tensor:
+    """Kernel block from per-example Jacobians ``(B1, K, P)`` and ``(B2, K, P)``."""
+    b1, k, p = j1.shape
+    b2 = j2.shape[0]
+    if outputs == "trace":
+        return j1.reshape(b1, k * p) @ j2.reshape(b2, k * p).T
+    if outputs == "full":
+        full = j1.reshape(b1 * k, p) @ j2.reshape(b2 * k, p).T
+        return full.view(b1, k, b2, k).permute(0, 2, 1, 3)
+    return torch.bmm(j1.transpose(0, 1), j2.permute(1, 2, 0)).permute(1, 2, 0)
+
+
+def fill_blocks(out: Tensor, x1: Tensor, x2: Tensor | None, *, block: int,
+                left: Callable[[Tensor], Any], right: Callable[[Tensor], Any] | None,
+                pair: Callable[[Any, Any], Tensor], outputs: str, cache_right: bool) -> Tensor:
+    """Fill ``out`` block by block with ``pair(left(x1 block), right(x2 block))``.
+
+    ``right=None`` means the same state on both sides (then, for ``x2=None``, each block's
+    state is computed once). ``x2=None``: only blocks on and above the diagonal are
+    contracted, the others are their transposes. ``cache_right``: keep the right states of
+    all blocks (computed once) rather than recomputing them for every row of blocks.
+    """
+    xb = x1 if x2 is None else x2
+    n1, n2 = x1.shape[0], xb.shape[0]
+    same = right is None
+    right = left if right is None else right
+    cache: dict[int, Any] = {}
+
+    def right_state(j: int) -> Any:
+        if j in cache:
+            return cache[j]
+        state = right(xb[j:j + block])
+        if cache_right:
+            cache[j] = state
+        return state
+
+    for i in range(0, n1, block):
+        s1 = right_state(i) if (x2 is None and same) else left(x1[i:i + block])
+        for j in range(i if x2 is None else 0, n2, block):
+            s2 = s1 if (x2 is None and same and j == i) else right_state(j)
+            b = pair(s1, s2)
+            out[i:i + block, j:j + block] = b
+            if x2 is None and j != i:
+                out[j:j + block, i:i + block] = transpose_block(b, outputs)
+        if x2 is None:
+            cache.pop(i, None)  # row i of blocks is done; block i is never needed again
+    return out
