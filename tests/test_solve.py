@@ -1,8 +1,21 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from ntkit.solve import centred_one_hot, kernel_ridge
+from ntkit.solve import (
+    CGConvergenceWarning,
+    JitterWarning,
+    NotPSDError,
+    PSDSolver,
+    _psd,
+    centred_one_hot,
+    cg_solve,
+    cholesky,
+    eigh,
+    kernel_ridge,
+)
 
 
 def test_kernel_ridge_equals_a_dense_solve():
@@ -27,3 +40,95 @@ def test_centred_one_hot():
     t = centred_one_hot(torch.tensor([0, 2, 1]), 3)
     assert torch.allclose(t.sum(1), torch.zeros(3, dtype=t.dtype), atol=1e-15)  # centred
     assert t.argmax(1).tolist() == [0, 2, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# cholesky, eigh, conjugate gradients (ntkit.solve._cholesky, _eigh, _cg, _psd).
+
+
+
+def _rbf(n, seed=0, lengthscale=1.0):
+    x = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return torch.exp(-torch.cdist(x, x) ** 2 / (2 * lengthscale**2))
+
+
+def test_cholesky_of_a_well_conditioned_kernel_adds_nothing():
+    k = _rbf(30) + 0.1 * torch.eye(30, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chol, jitter = cholesky(k)
+    assert jitter == 0.0
+    torch.testing.assert_close(chol @ chol.T, k, rtol=0, atol=1e-14)
+
+
+def test_cholesky_adds_increasing_jitter_to_a_singular_kernel_and_says_how_much():
+    a = torch.randn(40, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    k = a @ a.T  # rank 5: exactly singular, fails without jitter
+    assert int(torch.linalg.cholesky_ex(k)[1]) != 0
+    with pytest.warns(JitterWarning, match=r"added jitter \d") as rec:
+        chol, jitter = cholesky(k)
+    # The jitter stays at the round-off scale n eps max K_ii, named in the warning.
+    scale = 40 * torch.finfo(torch.float64).eps * float(k.diagonal().max())
+    assert 0 < jitter <= scale
+    assert f"{jitter:.3g}" in str(rec[0].message)
+    torch.testing.assert_close(chol @ chol.T, k + jitter * torch.eye(40, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+
+
+def test_non_psd_kernel_raises_with_its_most_negative_eigenvalue():
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(2)))
+    evals = torch.tensor([-2e-6, 0.5, 1, 1, 2, 3, 4, 5], dtype=torch.float64)
+    k = q @ torch.diag(evals) @ q.T
+    for fn in (cholesky, eigh):
+        with pytest.raises(NotPSDError, match=r"most negative eigenvalue is -2e-06\b"):
+            fn(k)
+    # A ridge larger than the negative part makes it factorisable (and reports no jitter).
+    chol, jitter = cholesky(k, diag_reg=1e-5)
+    assert jitter == 0.0
+
+
+def test_eigh_clamps_round_off_negatives_only():
+    a = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    k = a @ a.T  # 17 zero eigenvalues, computed as +-1e-15
+    evals, evecs = eigh(k)
+    assert float(evals.min()) >= 0.0
+    torch.testing.assert_close(evecs @ torch.diag(evals) @ evecs.T, k, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(evals[-3:].numpy(), np.linalg.eigvalsh(k.numpy())[-3:],
+                               rtol=1e-12)
+
+
+def test_cg_path_equals_the_cholesky_path():
+    k = _rbf(200, lengthscale=0.7)
+    b = torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    reg = 1e-2
+    chol = PSDSolver(k, diag_reg=reg, method="cholesky").solve(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # CG converges (condition ~25 after preconditioning)
+        cg = PSDSolver(k, diag_reg=reg, method="cg").solve(b)
+    # Condition number ~3e3 and CG's relative residual 1e-10: agreement to ~1e-7 at worst.
+    torch.testing.assert_close(cg, chol, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(cg_solve(k, b[:, 0], diag_reg=reg), chol[:, 0], rtol=1e-7,
+                               atol=1e-9)
+
+
+def test_auto_switches_to_cg_above_the_threshold(monkeypatch):
+    k = _rbf(50) + 0.01 * torch.eye(50, dtype=torch.float64)
+    assert PSDSolver(k).method == "cholesky"
+    monkeypatch.setattr(_psd, "CG_THRESHOLD", 49)
+    assert PSDSolver(k).method == "cg"
+
+
+def test_cg_warns_when_it_stops_short():
+    k = _rbf(100, lengthscale=2.0)  # condition ~1e16 without a ridge
+    with pytest.warns(CGConvergenceWarning, match="max_iter=3"):
+        cg_solve(k, torch.ones(100, dtype=torch.float64), max_iter=3, rank=2)
+
+
+def test_solve_rejects_bad_kernels():
+    with pytest.raises(ValueError, match="square"):
+        cholesky(torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="symmetric"):
+        eigh(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        cholesky(torch.tensor([[float("nan")]], dtype=torch.float64))

@@ -10,13 +10,13 @@ from .kernel import Kernel as Kernel
 __version__ = "0.1.0"
 
 __all__ = ["Kernel", "empirical_nngp", "empirical_ntk", "estimators", "layers", "linearize",
-           "taylor", "__version__"]
+           "predict", "solve", "taylor", "__version__"]
 
 
 def __getattr__(name: str):
-    # Imported on first access, so that `import ntkit` does not import scikit-learn.
-    if name == "estimators":
+    # Imported on first access, so that `import ntkit` does not import scikit-learn or scipy.
+    if name in ("estimators", "predict", "solve"):
         import importlib
 
-        return importlib.import_module(f"{__name__}.estimators")
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

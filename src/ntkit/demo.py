@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import layers as L
+from ._demo_dynamics import DynamicsResult, run_dynamics
 from .datasets import load_digits
 from .empirical import empirical_ntk
 from .solve import centred_one_hot, kernel_ridge
@@ -95,6 +96,7 @@ class DemoResult:
     plot: Path | None
     seconds: float
     lines: list[str] = field(default_factory=list)
+    dynamics: DynamicsResult | None = None
 
 
 def run_demo(*, out_dir: str | Path = "demo_output", widths=(64, 256, 1024, 4096),
@@ -182,10 +184,12 @@ def run_demo(*, out_dir: str | Path = "demo_output", widths=(64, 256, 1024, 4096
     plot = _plot(widths, means, distances, slope, intercept, Path(out_dir))
     if plot is not None:
         say(f"plot saved to {plot}")
+    dynamics = run_dynamics(out_dir=Path(out_dir), say=say)
+    say(f"plot saved to {dynamics.plot}")
     seconds = time.perf_counter() - start
     say(f"done in {seconds:.1f} s")
     return DemoResult(accuracy, cnn_acc, list(widths), distances, float(slope), plot, seconds,
-                      lines)
+                      lines, dynamics)
 
 
 def _plot(widths, means, distances, slope, intercept, out_dir: Path) -> Path | None:

@@ -1,43 +1,28 @@
-"""Linear algebra shared by predictions, estimators and benchmarks."""
+"""Linear algebra on kernel matrices shared by ``ntkit.predict``, the estimators and benchmarks.
 
-from __future__ import annotations
+- :func:`cholesky`: Cholesky with increasing jitter (and a :class:`JitterWarning` giving the
+  amount) for singular-to-working-precision kernels, and :class:`NotPSDError` naming the most
+  negative eigenvalue of a kernel that is not PSD beyond round-off.
+- :func:`eigh`: symmetric eigendecomposition with the same PSD check.
+- :func:`cg_solve`: preconditioned conjugate gradients; :class:`PSDSolver` picks it over
+  Cholesky above :data:`CG_THRESHOLD` rows.
+- :func:`kernel_ridge`, :func:`centred_one_hot`: the ridge solve of the estimators and demo.
+"""
 
-import torch
-from torch import Tensor
+from ._cg import CGConvergenceWarning as CGConvergenceWarning
+from ._cg import PivotedCholeskyPreconditioner as PivotedCholeskyPreconditioner
+from ._cg import cg_solve as cg_solve
+from ._cholesky import JitterWarning as JitterWarning
+from ._cholesky import NotPSDError as NotPSDError
+from ._cholesky import cholesky as cholesky
+from ._eigh import eigh as eigh
+from ._psd import CG_THRESHOLD as CG_THRESHOLD
+from ._psd import PSDSolver as PSDSolver
+from ._ridge import centred_one_hot as centred_one_hot
+from ._ridge import kernel_ridge as kernel_ridge
 
-__all__ = ["centred_one_hot", "kernel_ridge"]
-
-
-def kernel_ridge(k_train_train: Tensor, targets: Tensor, *, alpha: float) -> Tensor:
-    """Dual coefficients ``(K + alpha * mean(diag K) * I)^{-1} targets`` by Cholesky.
-
-    The ridge is relative to the mean diagonal of ``K`` (plain ``alpha`` if that is 0), so
-    it does not depend on the kernel's scale; predictions are ``K(x, X_train) @ coef``.
-
-    **Arguments:** ``k_train_train`` ``(n, n)`` symmetric PSD; ``targets`` ``(n,)`` or
-    ``(n, k)``; ``alpha >= 0``.
-
-    **Returns:** ``(n, k)`` coefficients (``(n, 1)`` for 1-D targets), in the kernel's dtype.
-
-    Example:
-        >>> k = 2 * torch.eye(3, dtype=torch.float64)  # ridge 1 x mean diagonal 2: (4 I)^-1
-        >>> kernel_ridge(k, torch.ones(3, dtype=torch.float64), alpha=1.0).flatten().tolist()
-        [0.25, 0.25, 0.25]
-    """
-    scale = float(k_train_train.diagonal().mean())
-    reg = alpha * (scale if scale > 0 else 1.0)
-    a = k_train_train.clone()
-    a.diagonal().add_(reg)
-    chol, info = torch.linalg.cholesky_ex(a)
-    if int(info) != 0:
-        raise ValueError(
-            f"the training kernel plus alpha={alpha!r} x its mean diagonal is not positive "
-            f"definite (duplicate inputs?); increase alpha"
-        )
-    rhs = targets.to(a.dtype)
-    return torch.cholesky_solve(rhs[:, None] if rhs.ndim == 1 else rhs, chol)
-
-
-def centred_one_hot(codes: Tensor, n_classes: int) -> Tensor:
-    """``(n, n_classes)`` one-hot targets of integer ``codes`` minus ``1 / n_classes``."""
-    return torch.nn.functional.one_hot(codes.long(), n_classes).double() - 1.0 / n_classes
+__all__ = [
+    "cholesky", "eigh", "cg_solve", "PSDSolver", "PivotedCholeskyPreconditioner",
+    "CG_THRESHOLD", "JitterWarning", "NotPSDError", "CGConvergenceWarning",
+    "kernel_ridge", "centred_one_hot",
+]
