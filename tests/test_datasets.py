@@ -30,3 +30,16 @@ def test_digits_seed_changes_split_and_dtype_follows():
 def test_digits_rejects_bad_split(n_train):
     with pytest.raises(ValueError, match="n_train"):
         load_digits(n_train=n_train)
+
+
+def test_digits_image_scaling_centres_each_image():
+    s = load_digits(n_train=100, scaling="image")
+    x = torch.cat([s.x_train, s.x_test])
+    # Each image centred on its own mean, then scaled to norm sqrt(64): row means 0 and row
+    # mean squares 1, to rounding.
+    assert x.mean(1).abs().max() < 1e-12
+    assert torch.allclose((x**2).mean(1), torch.ones(len(x), dtype=x.dtype), rtol=1e-12)
+    # Same stratified split as the default scaling: only the inputs differ.
+    assert torch.equal(s.y_train, load_digits(n_train=100).y_train)
+    with pytest.raises(ValueError, match="scaling"):
+        load_digits(scaling="channel")

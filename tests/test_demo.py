@@ -9,7 +9,7 @@ from ntkit.demo import kernel_regression_accuracy, run_demo
 def small_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     return run_demo(out_dir=out, widths=(64, 1024), seeds=2, n_ntk=40, cnn_train=60,
-                    cnn_test=60, progress=False, echo=lambda line: None)
+                    cnn_test=200, progress=False, echo=lambda line: None)
 
 
 def test_demo_kernel_regression_beats_chance_by_far(small_demo):
@@ -19,12 +19,16 @@ def test_demo_kernel_regression_beats_chance_by_far(small_demo):
         assert small_demo.accuracy[name] > 0.95, name
 
 
-def test_demo_cnn_kernels_classify_digits(small_demo):
-    # Myrtle-5 NNGP/NTK on 60 training digits (6 per class): measured 0.90-0.95 on 100; a
-    # broken convolutional kernel (lost positions, wrong pooling) falls toward chance (0.1).
+def test_demo_cnn_kernels_beat_the_mlp_on_few_digits(small_demo):
+    # Myrtle-5 vs the MLP on 60 training digits (6 per class), 200 test digits, same inputs:
+    # measured CNN 91.5 / 92.5 % against MLP 88.0 / 88.0 % (NNGP / NTK). The split is fixed, so
+    # this is deterministic; a convolutional kernel that lost its spatial structure (wrong
+    # pooling, positions mixed up) would do no better than the MLP, and a broken one falls
+    # toward chance (10 %).
     for name in ("NNGP", "NTK"):
-        assert small_demo.cnn_accuracy[f"CNN {name}"] > 0.75, name
-        assert small_demo.cnn_accuracy[f"MLP {name}"] > 0.75, name
+        assert small_demo.cnn_accuracy[f"MLP {name}"] > 0.8, name
+        assert small_demo.cnn_accuracy[f"CNN {name}"] > small_demo.cnn_accuracy[f"MLP {name}"] \
+            + 0.02, name
     assert any("CNN (Myrtle-5)" in line for line in small_demo.lines)
 
 
