@@ -43,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
                           "still chosen on the validation split (default: paper)")
     uci.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     uci.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    kernel = sub.add_parser(
+        "kernel", help="a kernel matrix tiled into a Zarr store (resumable; local or Dask)",
+        usage="ntkit kernel SPEC.json X.npy [--x2 X2.npy] --out K.zarr [--tile N] "
+              "[--workers N | --scheduler ADDRESS]\n       ntkit kernel status K.zarr")
+    kernel.add_argument("args", nargs="+", metavar="SPEC.json X.npy | status K.zarr")
+    kernel.add_argument("--x2", default=None, help="second inputs (.npy); default: X itself")
+    kernel.add_argument("--out", default=None, help="the Zarr store (a directory)")
+    kernel.add_argument("--tile", type=int, default=2048, help="rows per tile (default 2048)")
+    kernel.add_argument("--get", choices=("both", "nngp", "ntk"), default="both")
+    where = kernel.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="a local Dask cluster of N worker processes (default: this process)")
+    where.add_argument("--scheduler", default=None, help="a Dask scheduler address, e.g. "
+                                                         "tcp://10.0.0.1:8786")
+    kernel.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -75,6 +90,22 @@ def _uci(args) -> int:
     return 0
 
 
+def _kernel(args) -> int:
+    from .tiles._cli import kernel_command, status_command
+
+    if args.args[0] == "status":
+        if len(args.args) != 2:
+            print("usage: ntkit kernel status K.zarr", file=sys.stderr)
+            return 2
+        return status_command(args.args[1])
+    if len(args.args) != 2 or args.out is None:
+        print("usage: ntkit kernel SPEC.json X.npy --out K.zarr [...]", file=sys.stderr)
+        return 2
+    return kernel_command(*args.args, x2=args.x2, out=args.out, tile=args.tile, get=args.get,
+                          workers=args.workers, scheduler=args.scheduler,
+                          progress=not args.no_progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
@@ -91,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                  progress=not args.no_progress)
     elif args.command == "uci":
         return _uci(args)
+    elif args.command == "kernel":
+        return _kernel(args)
     return 0
 
 

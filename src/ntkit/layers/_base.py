@@ -145,6 +145,19 @@ class Layer:
         self.out_shape(in_shape)  # raises on incompatible shapes before any allocation
         return self.build(in_shape, generator, dtype)
 
+    def to_dict(self) -> dict:
+        """This network as a versioned spec document of plain JSON data (see
+        :func:`ntkit.layers.from_dict`, the inverse)."""
+        from ._serialize import to_dict
+
+        return to_dict(self)
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """This network's spec document as JSON text (see :func:`ntkit.layers.from_json`)."""
+        from ._serialize import to_json
+
+        return to_json(self, indent=indent)
+
     # -- helpers for subclasses -------------------------------------------------------------
     def _one(self, k):
         """``k`` must be a single flow, not branches."""

@@ -46,9 +46,7 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
     _check_network_input(net, x1)
     # The layout plan: keep the covariances between all pairs of positions only where a later
     # layer mixes positions (pooling); a network's spatial output is returned in full.
-    planned, full = net.plan(True)
-    full = x1.ndim > 2 and (any(full) if isinstance(full, list) else bool(full))
-    diag_sp = x1.ndim > 2 and not full
+    planned, full, diag_sp = layout(net, x1)
     bs = _block_size(planned, x1, x2, need_ntk=need_ntk, diagonal=diagonal, full=full,
                      batch_size=batch_size, max_memory=max_memory)
 
@@ -59,19 +57,10 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
         """The kernel map on rows ``i:i+bs`` of x1 and rows ``j:j+bs`` of x2 (None: same)."""
         rows = slice(i, i + bs)
         cols = None if j is None else slice(j, j + bs)
-        k0 = Kernel.from_inputs(
-            x1[rows], None if cols is None else (x1 if x2 is None else x2)[cols],
-            diagonal=diag, ntk=need_ntk, cov1=var1[rows],
-            cov2=None if cols is None else (var1 if x2 is None else var2)[cols],
-            diagonal_spatial=diag_sp,
-        )
-        out = planned.kernel_fn(k0)
-        if isinstance(out, list):
-            raise ValueError(
-                f"the network ends in {len(out)} branches; merge them with FanInSum() or "
-                f"FanInConcat() to get one kernel"
-            )
-        return out if need_ntk else out.replace(ntk=None)
+        other, other_var = (x1, var1) if x2 is None else (x2, var2)
+        return kernel_block(planned, x1[rows], None if cols is None else other[cols],
+                            var1[rows], None if cols is None else other_var[cols],
+                            need_ntk=need_ntk, diag_sp=diag_sp, diagonal=diag)
 
     starts1 = range(0, x1.shape[0], bs)
     n1 = x1.shape[0]
@@ -122,6 +111,63 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
         x1_is_x2=x2 is None, shape1=_rows(last.shape1, x1),
         shape2=_rows(last.shape2, x1 if x2 is None else x2),
     )
+
+
+def kernel_block(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
+                 *, need_ntk: bool, diag_sp: bool, diagonal: bool = False) -> Kernel:
+    """The kernel map of the planned network on one block: ``(B1, ...)`` inputs ``x1`` against
+    ``(B2, ...)`` inputs ``x2`` (``None``: ``x1`` against itself, exactly symmetric), with
+    their input variances ``var1``, ``var2`` (``input_variances`` of the whole batch, sliced).
+    A pure function of its arguments: the same block gives the same bits wherever it runs."""
+    k0 = Kernel.from_inputs(x1, x2, diagonal=diagonal, ntk=need_ntk, cov1=var1, cov2=var2,
+                            diagonal_spatial=diag_sp)
+    out = planned.kernel_fn(k0)
+    if isinstance(out, list):
+        raise ValueError(
+            f"the network ends in {len(out)} branches; merge them with FanInSum() or "
+            f"FanInConcat() to get one kernel"
+        )
+    return out if need_ntk else out.replace(ntk=None)
+
+
+def kernel_tile(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
+                *, need_ntk: bool, diag_sp: bool, batch_size: int) -> tuple[Tensor, Tensor | None]:
+    """``(nngp, ntk)`` of one tile, ``(T1, T2)`` each (``ntk`` ``None`` unless ``need_ntk``),
+    assembled from blocks of ``batch_size`` exactly as :meth:`Layer.kernel` assembles the
+    whole matrix: ``x2=None`` is a diagonal tile (upper-triangle blocks, mirrored).
+
+    When the tile starts at a multiple of ``batch_size`` of the whole input, its blocks are
+    the whole computation's blocks, so the tile equals that part of
+    ``net.kernel(x1, x2, batch_size=batch_size)`` bit for bit.
+    """
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    nngp = ntk = None
+    for i in range(0, n1, batch_size):
+        for j in range(i if x2 is None else 0, n2, batch_size):
+            rows, cols = slice(i, i + batch_size), slice(j, j + batch_size)
+            if x2 is None and i == j:
+                k = kernel_block(planned, x1[rows], None, var1[rows], None, need_ntk=need_ntk,
+                                 diag_sp=diag_sp)
+            else:
+                other, other_var = (x1, var1) if x2 is None else (x2, var2)
+                k = kernel_block(planned, x1[rows], other[cols], var1[rows], other_var[cols],
+                                 need_ntk=need_ntk, diag_sp=diag_sp)
+            if nngp is None:
+                nngp = k.nngp.new_empty((n1, n2) + tuple(k.nngp.shape[2:]))
+                ntk = torch.empty_like(nngp) if need_ntk else None
+            _put(nngp, k.nngp, i, j, symmetric=x2 is None, diag_sp=k.diagonal_spatial)
+            if need_ntk:
+                _put(ntk, _full(k.ntk, k.nngp), i, j, symmetric=x2 is None,
+                     diag_sp=k.diagonal_spatial)
+    return nngp, ntk
+
+
+def layout(net, x1: Tensor) -> tuple:
+    """``(planned network, full, diag_sp)``: the layout plan of :func:`compute_kernel`."""
+    planned, full = net.plan(True)
+    full = x1.ndim > 2 and (any(full) if isinstance(full, list) else bool(full))
+    return planned, full, x1.ndim > 2 and not full
 
 
 def _check_network_input(net, x1: Tensor) -> None:

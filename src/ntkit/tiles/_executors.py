@@ -1,0 +1,216 @@
+"""Where tiles run: in this process, a local process pool, or a Dask cluster.
+
+Every executor runs the same pure task, :func:`run_tile`, on a :class:`TileJob` shipped to
+each worker once (pool initializer, Dask scatter): the worker computes the tile from its
+slices of the inputs, writes it to its own chunk of the store and returns the checksums. The
+driver records the tile in the manifest only once it holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._plan import Tile
+from ._store import open_group, write_tile
+
+__all__ = ["TileJob", "run_tile", "make_executor", "InProcess", "ProcessPool", "DaskCluster"]
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """Everything a worker needs: the spec document, the inputs and their variances (CPU
+    tensors), and how to tile."""
+
+    spec: dict
+    spec_hash: str
+    store: str
+    x1: torch.Tensor
+    x2: torch.Tensor | None
+    var1: torch.Tensor
+    var2: torch.Tensor | None
+    get: tuple[str, ...]
+    batch_size: int
+
+
+_planned: dict[str, tuple] = {}  # per process: spec hash -> (planned net, diag_sp)
+
+
+def _network(job: TileJob):
+    if job.spec_hash not in _planned:
+        from ..layers import from_dict
+        from ..layers._compute import layout
+
+        planned, _, diag_sp = layout(from_dict(job.spec), job.x1)
+        _planned[job.spec_hash] = (planned, diag_sp)
+    return _planned[job.spec_hash]
+
+
+def run_tile(job: TileJob, tile: Tile) -> tuple[Tile, dict[str, str], float]:
+    """Compute ``tile``, write it to the store; return ``(tile, checksums, seconds)``."""
+    from ..layers._compute import kernel_tile
+
+    start = time.perf_counter()
+    planned, diag_sp = _network(job)
+    rows, cols = slice(tile.r0, tile.r1), slice(tile.c0, tile.c1)
+    if job.x2 is None and tile.diagonal:
+        x2 = v2 = None
+    else:
+        x2, v2 = (job.x1, job.var1) if job.x2 is None else (job.x2, job.var2)
+        x2, v2 = x2[cols], v2[cols]
+    with torch.no_grad():
+        nngp, ntk = kernel_tile(planned, job.x1[rows], x2, job.var1[rows], v2,
+                                need_ntk="ntk" in job.get, diag_sp=diag_sp,
+                                batch_size=job.batch_size)
+    blocks = {name: np.ascontiguousarray((nngp if name == "nngp" else ntk).numpy())
+              for name in job.get}
+    sums = write_tile(open_group(job.store, mode="r+"), tile, blocks)
+    return tile, sums, time.perf_counter() - start
+
+
+class InProcess:
+    """Tiles one after another in this process (the default)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
+        for t in tiles:
+            yield run_tile(job, t)
+
+
+_job: TileJob | None = None
+
+
+def _init_pool(job: TileJob, threads: int) -> None:
+    global _job
+    _job = job
+    torch.set_num_threads(threads)
+
+
+def _pool_task(tile: Tile):
+    return run_tile(_job, tile)
+
+
+class ProcessPool:
+    """A local pool of ``workers`` spawned processes, each with ``cpu_count // workers`` torch
+    threads; the inputs go to each worker once (the pool initializer)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, _cores() // self.workers)
+        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_pool, initargs=(job, threads)) as pool:
+            futures = [pool.submit(_pool_task, t) for t in tiles]
+            for fut in as_completed(futures):
+                yield fut.result()
+
+
+class DaskCluster:
+    """A Dask ``distributed`` cluster: a new LocalCluster of ``workers`` processes
+    (``address=None``), a scheduler address such as ``"tcp://10.0.0.1:8786"``, or an existing
+    ``distributed.Client``. Workers run one task at a time; torch threads are set per worker
+    (``cores // worker processes on that host``, or ``torch_threads``) by a worker plugin, so
+    replacement workers get it too. The job is scattered once; a tile lost with its worker is
+    retried (``retries``) elsewhere."""
+
+    def __init__(self, address=None, *, workers: int = 2, torch_threads: int | None = None,
+                 retries: int = 3):
+        self.address, self.workers = address, workers
+        self.torch_threads, self.retries = torch_threads, retries
+        self._own: list = []
+
+    def __enter__(self):
+        from distributed import Client, LocalCluster
+
+        if self.address is None:
+            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            self.client = Client(cluster)
+            self._own = [self.client, cluster]
+        elif isinstance(self.address, Client):
+            self.client = self.address
+        else:
+            self.client = Client(self.address)
+            self._own = [self.client]
+        hosts: dict[str, int] = {}
+        for addr in self.client.scheduler_info()["workers"]:
+            host = addr.rsplit(":", 1)[0]
+            hosts[host] = hosts.get(host, 0) + 1
+        self.client.register_plugin(_torch_threads_plugin(self.torch_threads, hosts),
+                                    name="ntkit-torch-threads")
+        return self
+
+    def __exit__(self, *exc):
+        for obj in self._own:
+            obj.close()
+        return False
+
+    def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
+        from distributed import as_completed
+
+        shared = self.client.scatter(job, broadcast=True, hash=False)
+        futures = [self.client.submit(run_tile, shared, t, retries=self.retries, pure=False,
+                                      key=f"ntkit-tile-{t.key}-{os.getpid()}-{id(job)}")
+                   for t in tiles]
+        for fut in as_completed(futures):
+            yield fut.result()
+            fut.release()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _torch_threads_plugin(threads: int | None, hosts: dict[str, int]):
+    """A worker plugin setting torch's intra-op threads in each worker process."""
+    from distributed import WorkerPlugin
+
+    class TorchThreads(WorkerPlugin):
+        def setup(self, worker):
+            n = threads
+            if n is None:
+                here = hosts.get(worker.address.rsplit(":", 1)[0], 1)
+                n = max(1, _cores() // here)
+            torch.set_num_threads(n)
+
+    return TorchThreads()
+
+
+def make_executor(executor, *, workers: int | None):
+    """The executor for ``compute``'s ``executor`` argument (see there)."""
+    if executor is None or executor == "inprocess":
+        return InProcess()
+    if executor == "processes":
+        return ProcessPool(workers or _cores())
+    if executor == "dask":
+        return DaskCluster(workers=workers or 2)
+    if isinstance(executor, str) and "://" in executor:
+        return DaskCluster(executor)
+    if hasattr(executor, "submit") and hasattr(executor, "scatter"):
+        return DaskCluster(executor)  # a distributed.Client
+    if hasattr(executor, "map") and hasattr(executor, "__enter__"):
+        return executor
+    raise ValueError(
+        f"executor must be None/'inprocess', 'processes', 'dask', a scheduler address "
+        f"('tcp://host:8786') or a distributed.Client; got {executor!r}"
+    )

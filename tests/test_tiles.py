@@ -1,0 +1,293 @@
+"""ntkit.tiles: tiled kernels equal the in-memory ones bit for bit, survive being killed, and
+refuse to mix computations. One 2-worker Dask LocalCluster serves the whole module."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ntkit import layers as L
+from ntkit import tiles
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _net():
+    return L.serial(L.Dense(64, W_std=1.5, b_std=0.1), L.ReLU(), L.Dense(64, W_std=1.5),
+                    L.ReLU(), L.Dense(1, W_std=1.5, b_std=0.1))
+
+
+def _x(n, d=6, seed=0, dtype=torch.float64):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _events(store) -> list[dict]:
+    return [json.loads(line) for line in (Path(store) / "_log.jsonl").read_text().splitlines()]
+
+
+def _computed(store) -> Counter:
+    return Counter(e["tile"] for e in _events(store) if e["event"] == "computed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.mark.parametrize(("n", "tile", "bs"), [(70, 16, 8), (70, 30, 30), (70, 100, 50)])
+def test_symmetric_tiles_equal_in_memory_exactly(tmp_path, n, tile, bs):
+    # Tiles of 16 and 30 do not divide 70; 100 is one tile larger than N. Exact: each tile is
+    # the in-memory computation's own blocks.
+    net, x = _net(), _x(n)
+    k = tiles.compute(net, x, store=tmp_path / "k.zarr", tile=tile, batch_size=bs,
+                      progress=False)
+    ref = net.kernel(x, batch_size=bs)
+    assert torch.equal(k.nngp.load(), ref.nngp) and torch.equal(k.ntk.load(), ref.ntk)
+    assert k.done == k.total == (-(-n // tile)) * (-(-n // tile) + 1) // 2
+    assert torch.equal(torch.from_numpy(k.ntk[5:41, 60]), ref.ntk[5:41, 60])
+
+
+def test_rectangular_and_default_tile_float32(tmp_path):
+    net, x1, x2 = _net(), _x(50, seed=1), _x(33, seed=2)
+    k = tiles.compute(net, x1, x2, store=tmp_path / "r.zarr", tile=16, batch_size=16,
+                      progress=False)
+    ref = net.kernel(x1, x2, batch_size=16)
+    assert torch.equal(k.ntk.load(), ref.ntk) and torch.equal(k.nngp.load(), ref.nngp)
+    assert k.total == 4 * 3
+    # float32 with the defaults (tile 2048, blocks of 512): equal to net.kernel(x) itself.
+    x = _x(90, dtype=torch.float32)
+    k = tiles.compute(net, x, store=tmp_path / "f.zarr", get="ntk", progress=False)
+    assert k.nngp is None and k.ntk.load().dtype == torch.float32
+    assert torch.equal(k.ntk.load(), net.kernel(x, get="ntk").ntk)
+
+
+def test_process_pool_matches(tmp_path):
+    net, x = _net(), _x(40)
+    k = tiles.compute(net, x, store=tmp_path / "p.zarr", tile=16, batch_size=16,
+                      executor="processes", workers=2, progress=False)
+    assert torch.equal(k.ntk.load(), net.kernel(x, batch_size=16).ntk)
+
+
+def test_dask_matches_symmetric_and_rectangular(tmp_path, client):
+    net, x1, x2 = _net(), _x(60, seed=3), _x(25, seed=4)
+    k = tiles.compute(net, x1, store=tmp_path / "d.zarr", tile=20, batch_size=10,
+                      executor=client, progress=False)
+    assert torch.equal(k.ntk.load(), net.kernel(x1, batch_size=10).ntk)
+    k = tiles.compute(net, x1, x2, store=tmp_path / "dr.zarr", tile=20, batch_size=10,
+                      executor=client, progress=False)
+    assert torch.equal(k.nngp.load(), net.kernel(x1, x2, batch_size=10).nngp)
+
+
+def test_dask_worker_killed_mid_run_still_completes(tmp_path, client):
+    # SIGKILL one worker process once some tiles are recorded; the nanny restarts it and the
+    # lost tasks are retried elsewhere. Each recorded tile is recorded once.
+    net, x = _net(), _x(150, seed=5)
+    store = tmp_path / "w.zarr"
+    pids = client.run(os.getpid)
+    victim = next(iter(pids.values()))
+    killed_at = []
+
+    def kill_when_started():
+        manifest = store / "_manifest"
+        while not (manifest.exists() and len(list(manifest.glob("*.json"))) >= 5):
+            time.sleep(0.005)
+        killed_at.append(len(list(manifest.glob("*.json"))))
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_started, daemon=True)
+    killer.start()
+    k = tiles.compute(net, x, store=store, tile=10, batch_size=10, executor=client,
+                      progress=False)
+    killer.join(timeout=5)
+    assert killed_at and killed_at[0] < k.total == 15 * 16 // 2
+    assert victim not in client.run(os.getpid).values()  # it really died
+    assert torch.equal(k.ntk.load(), net.kernel(x, batch_size=10).ntk)
+    assert max(_computed(store).values()) == 1
+
+
+def test_driver_killed_then_resumed_loses_and_repeats_nothing(tmp_path):
+    # The driver dies (os._exit, no cleanup) right after recording its 7th tile; the rerun
+    # computes only the others, and the 7 finished tiles keep the first run's records.
+    store = tmp_path / "k.zarr"
+    np.save(tmp_path / "x.npy", _x(80).numpy())
+    script = (
+        "import numpy as np, torch; from ntkit import layers as L, tiles;"
+        f"net = L.from_json(open({str(tmp_path / 'net.json')!r}).read());"
+        f"tiles.compute(net, torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r})),"
+        f" store={str(store)!r}, tile=10, batch_size=10, progress=False)"
+    )
+    (tmp_path / "net.json").write_text(_net().to_json())
+    env = dict(os.environ, NTKIT_TILES_EXIT_AFTER="7",
+               PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    first = {e["tile"] for e in _events(store)}
+    assert len(first) == 7 and len(list((store / "_manifest").glob("*.json"))) == 7
+    runs = {json.loads(f.read_text())["run"] for f in (store / "_manifest").glob("*.json")}
+    k = tiles.compute(_net(), torch.from_numpy(np.load(tmp_path / "x.npy")), store=store,
+                      tile=10, batch_size=10, progress=False)
+    assert k.complete and k.total == 36
+    assert set(_computed(store).values()) == {1}  # no tile computed twice
+    for key in first:
+        assert json.loads((store / "_manifest" / f"{key}.json").read_text())["run"] in runs
+    assert torch.equal(k.ntk.load(), _net().kernel(_x(80), batch_size=10).ntk)
+
+
+def test_corrupt_tile_is_detected_and_recomputed(tmp_path):
+    import zarr
+
+    net, x = _net(), _x(40)
+    store = tmp_path / "c.zarr"
+    tiles.compute(net, x, store=store, tile=16, batch_size=16, progress=False)
+    g = zarr.open_group(str(store), mode="r+")
+    g["ntk"][16:32, 32:40] = g["ntk"][16:32, 32:40] * (1 + 1e-15)  # tile 1.2, a few ulps off
+    k = tiles.compute(net, x, store=store, tile=16, batch_size=16, progress=False)
+    assert [e["tile"] for e in _events(store) if e["event"] == "corrupt"] == ["1.2"]
+    assert _computed(store)["1.2"] == 2 and _computed(store)["0.0"] == 1
+    assert torch.equal(k.ntk.load(), net.kernel(x, batch_size=16).ntk)
+
+
+def test_mismatched_rerun_is_refused(tmp_path):
+    net, x = _net(), _x(30)
+    store = tmp_path / "m.zarr"
+    tiles.compute(net, x, store=store, tile=16, batch_size=16, progress=False)
+    y = x.clone()
+    y[3, 2] += 1e-12
+    with pytest.raises(ValueError, match=r"different computation .*x1: store has"):
+        tiles.compute(net, y, store=store, tile=16, batch_size=16, progress=False)
+    other = L.serial(L.Dense(64, W_std=1.4), L.ReLU(), L.Dense(1))
+    with pytest.raises(ValueError, match=r"spec_hash"):
+        tiles.compute(other, x, store=store, tile=16, batch_size=16, progress=False)
+    with pytest.raises(ValueError, match=r"tile: store has 16, this run 8"):
+        tiles.compute(net, x, store=store, tile=8, batch_size=8, progress=False)
+    with pytest.raises(ValueError, match=r"dtype"):
+        tiles.compute(net, x.float(), store=store, tile=16, batch_size=16, progress=False)
+
+
+def test_incomplete_store_and_bad_arguments(tmp_path):
+    net, x = _net(), _x(30)
+    with pytest.raises(ValueError, match=r"batch_size=7 must divide tile=16"):
+        tiles.compute(net, x, store=tmp_path / "a.zarr", tile=16, batch_size=7)
+    with pytest.raises(TypeError, match=r"tile must be a positive integer"):
+        tiles.compute(net, x, store=tmp_path / "a.zarr", tile=16.0)
+    with pytest.raises(TypeError, match=r"no serialisable spec|cannot be stored by name"):
+        tiles.compute(L.serial(L.Dense(4), L.Elementwise(lambda t: t * t)), x,
+                      store=tmp_path / "b.zarr")
+    with pytest.raises(FileNotFoundError, match="no ntkit tile store"):
+        tiles.open(tmp_path / "none.zarr")
+
+
+# -- specs ----------------------------------------------------------------------------------
+def test_spec_round_trip_every_layer():
+    nets = [
+        _net(), L.myrtle(5, width=16),
+        L.serial(L.Dense(8, b_std=None, parametrization="standard"), L.ReLU(), L.Erf(),
+                 L.LeakyReLU(0.1), L.Dense(4), L.Elementwise(torch.tanh, deg=20), L.Dense(1)),
+        L.serial(L.FanOut(2), L.parallel(L.serial(L.Dense(4), L.GELU()), L.Identity()),
+                 L.FanInSum(), L.LayerNorm(eps=1e-6), L.Dropout(0.1), L.Dense(2), L.FanOut(2),
+                 L.FanInConcat()),
+        L.serial(L.Conv(4, (3, 3), strides=(1, 2), padding="VALID"), L.AvgPool((2, 2)),
+                 L.SumPool((2,), strides=2), L.Abs(), L.GlobalSumPool(), L.Dense(3), L.Sin(),
+                 L.Dense(3), L.Cos(a=2.0), L.Dense(3), L.Gaussian(), L.Dense(3),
+                 L.ABReLU(0.2, 0.9), L.Flatten(), L.GlobalAvgPool()),
+    ]
+    for net in nets:
+        assert L.from_dict(net.to_dict()) == net and L.from_json(net.to_json()) == net
+        assert L.spec_hash(L.from_json(net.to_json())) == L.spec_hash(net)
+    assert L.spec_hash(nets[0]) != L.spec_hash(nets[1])
+
+
+def _doc(net_dict):
+    return json.dumps({"ntkit_spec": 1, "net": net_dict})
+
+
+@pytest.mark.parametrize(("net", "err", "match"), [
+    ({"type": "Evil"}, ValueError, r"net: unknown layer type 'Evil'"),
+    ({"type": "Dense", "out_features": 8, "widht": 3}, ValueError,
+     r"net \(Dense\): unknown field 'widht'"),
+    ({"type": "Dense"}, ValueError, r"missing field 'out_features'"),
+    ({"type": "Dense", "out_features": "8"}, TypeError, r"out_features must be an integer"),
+    ({"type": "Dense", "out_features": True}, TypeError, r"out_features must be an integer"),
+    ({"type": "Dense", "out_features": 8, "W_std": "1.5"}, TypeError,
+     r"W_std must be a finite number"),
+    ({"type": "Dense", "out_features": 10**12}, ValueError,
+     r"out_features must be between 1 and 1000000"),
+    ({"type": "Dense", "out_features": 8, "W_std": -1.0}, ValueError, r"W_std must be >= 0"),
+    ({"type": "FanOut", "n": 10**6}, ValueError, r"n must be between 1 and 64"),
+    ({"type": "Conv", "out_channels": 4, "filter_shape": [3, 10**5]}, ValueError,
+     r"filter_shape\[1\] must be between 1 and 64"),
+    ({"type": "Conv", "out_channels": 4, "filter_shape": [3] * 9}, TypeError,
+     r"filter_shape must be a list of 1 to 3"),
+    ({"type": "Elementwise", "fn": "__import__('os').system('x')"}, ValueError,
+     r"fn: unknown function"),
+    ({"type": "Elementwise", "fn": "tanh", "deg": 10**6}, ValueError, r"deg must be between"),
+    ({"type": "Serial", "layers": [{"type": "Dense", "out_features": 1}] * 1001}, ValueError,
+     r"more than 1000 layers"),
+    ({"type": "Serial", "layers": []}, TypeError, r"layers must be a non-empty list"),
+    ("Dense", TypeError, r"net: a layer must be a JSON object"),
+])
+def test_hostile_or_malformed_spec_is_refused(net, err, match):
+    with pytest.raises(err, match=match):
+        L.from_json(_doc(net))
+
+
+def test_spec_document_checks(tmp_path):
+    deep = {"type": "Dense", "out_features": 1}
+    for _ in range(40):
+        deep = {"type": "Serial", "layers": [deep]}
+    with pytest.raises(ValueError, match=r"nested more than 32 deep"):
+        L.from_json(_doc(deep))
+    with pytest.raises(ValueError, match=r"'ntkit_spec' must be 1"):
+        L.from_json(json.dumps({"ntkit_spec": 99, "net": {"type": "ReLU"}}))
+    with pytest.raises(ValueError, match=r"unknown top-level field"):
+        L.from_json(json.dumps({"ntkit_spec": 1, "net": {"type": "ReLU"}, "x": 1}))
+    with pytest.raises(ValueError, match=r"NaN is not a number"):
+        L.from_json('{"ntkit_spec": 1, "net": {"type": "Erf", "a": NaN}}')
+    with pytest.raises(ValueError, match=r"not valid JSON"):
+        L.from_json("{")
+    with pytest.raises(ValueError, match=r"nested too deeply"):
+        L.from_json("[" * 100_000 + "]" * 100_000)
+    big = tmp_path / "big.json"
+    big.write_text(" " * 2_000_000)
+    with pytest.raises(ValueError, match=r"over the limit"):
+        L.load_spec(big)
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def test_cli_kernel_and_status(tmp_path, capsys):
+    from ntkit.cli import main
+
+    net, x = _net(), _x(30)
+    L.save_spec(net, tmp_path / "net.json")
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = tmp_path / "K.zarr"
+    assert main(["kernel", str(tmp_path / "net.json"), str(tmp_path / "x.npy"), "--out",
+                 str(out), "--tile", "16", "--no-progress"]) == 0
+    assert torch.equal(tiles.open(out).ntk.load(), net.kernel(x, batch_size=16).ntk)
+    capsys.readouterr()
+    assert main(["kernel", "status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "tiles: 3/3 done" in text and L.spec_hash(net)[:12] in text
+    (tmp_path / "bad.json").write_text(_doc({"type": "Dense", "out_features": -3}))
+    assert main(["kernel", str(tmp_path / "bad.json"), str(tmp_path / "x.npy"), "--out",
+                 str(tmp_path / "b.zarr")]) == 2
+    assert "out_features must be between 1" in capsys.readouterr().err
