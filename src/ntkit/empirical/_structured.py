@@ -282,7 +282,7 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
               x: Tensor, k: int):
     """A block's state for ``pair_block``: ``(x, grams, jacobians)``, with Gram-route factors
     ``(kind, A, G, G G^T if G is the same for every example else None)`` and the Jacobians
-    ``(B, K, P_group)`` of everything else (one per group, and one for the fallback)."""
+    ``(B, K, P)`` of everything else, concatenated (``None`` if there are none)."""
     n = x.shape[0]
     rep = k if plan.replicate else 1
     xr = x if rep == 1 else x.repeat_interleave(rep, dim=0)
@@ -314,17 +314,30 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
         grad = g_parts[0] if len(g_parts) == 1 else torch.cat(g_parts, dim=2)
         a = a_parts[0] if len(a_parts) == 1 else torch.cat(
             a_parts, dim=-1 if handler.kind == "index" else 2)
-        if g.route == "gram":  # grad: (B, 1, S, K, out)
-            grad = grad[:, 0]
+        if g.route == "gram":  # grad: (B, 1, S, K, out), contiguous for the products
+            grad = grad[:, 0].contiguous()
             const = None
             if grad.shape[1] == 1 and torch.equal(grad, grad[:1].expand_as(grad)):
                 const = grad[0, 0] @ grad[0, 0].T
             grams.append((handler.kind, a if handler.kind == "index" else a[:, 0], grad, const))
         else:
-            jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
+            jacs.append(_route_jacobian(plan, a, grad, g_of, g.calls, n, k))
     if fb_params:
         jacs.append(per_example_jacobians(model, fb_params, fb_constants, x))
-    return x, grams, jacs
+    return x, grams, (jacs[0] if len(jacs) == 1 else torch.cat(jacs, dim=2) if jacs else None)
+
+
+def _route_jacobian(plan: Plan, a: Tensor, grad: Tensor, g_of, calls: list[_Call], n: int,
+                    k: int) -> Tensor:
+    """``(B, K, P)``: a group's per-example gradients ``sum_s a_s g_s^T`` (columns in a fixed
+    order of the group's parameters)."""
+    m = plan.modules[calls[0][0]][0]
+    if len(calls) == 1 and isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1:
+        # One ungrouped convolution: its output gradient (B, K, out, *spatial) is already
+        # the left factor of one batched product, (B, K out, S) @ (B, S, in).
+        g0 = g_of[calls[0]]
+        return torch.bmm(g0.reshape(n, k * g0.shape[2], -1), a[:, 0]).view(n, k, -1)
+    return torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1)
 
 
 def _output_grads(f: Tensor, outs: list[Tensor], k: int, rep: int = 1) -> list[Tensor]:
