@@ -17,7 +17,10 @@ in ``a``; embeddings have one-hot rows (equal indices); normalisation layers' af
 parameters get their small per-example gradients directly. One forward pass records every
 supported layer's input and ``K`` backward passes give all ``g`` for every example at once,
 because examples are independent (Novak et al. 2022, "Fast Finite Width Neural Tangent
-Kernel", for the same structure).
+Kernel", for the same structure). With a convolution in the model the ``K`` passes are one
+forward and one backward pass on ``K`` copies of each example instead, because ``vmap`` has
+no fast batching rule for a convolution's backward. The products of two blocks' factors
+are in ``ntkit.empirical._pairs``.
 
 Every parameter that this cannot capture exactly falls back to per-example Jacobians of the
 model w.r.t. that parameter alone (``torch.func``): parameters of other modules, a module
