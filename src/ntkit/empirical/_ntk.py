@@ -61,10 +61,21 @@ def empirical_ntk(
         cheaper for the layer's shapes; embeddings by index Grams; ``LayerNorm``,
         ``GroupNorm`` and eval ``BatchNorm`` affine parameters directly. Every other
         parameter falls back to per-example Jacobians of that parameter only. Cost: one
-        forward and ``K`` backward passes per example plus the per-layer products.
-      - ``"auto"`` (default): the cheapest by a FLOP model measured on one forward pass of
-        two examples (``torch.utils.flop_counter``): the costs above, with the structured
-        plan's per-layer choices (see ``ntkit.empirical._structured``).
+        forward and ``K`` batched backward passes per example (for a model with
+        convolutions, whose backward ``vmap`` cannot batch, one forward and one backward
+        pass on ``K`` copies of each example) plus the per-layer products, accumulated in
+        place; for ``x2=None`` only the upper triangle of each diagonal block is multiplied
+        (in large tiles) and mirrored.
+      - ``"auto"`` (default): the cheapest by a FLOP model. One forward pass of two
+        examples under ``torch.utils.flop_counter`` gives the forward FLOPs ``F`` per
+        example; a second, hooked one gives every layer's shapes, from which the structured
+        plan picks each layer's route and adds up its FLOPs (passes: ``(N1 + N2)(1 + 2K) F``,
+        or ``3 K F`` per example replicated; Gram route ``N1 N2 S^2 (2 in + (2 out + 1) C)``
+        per layer for ``C = K`` (trace) or ``K^2`` (full) output pairs; Jacobian route
+        ``2 (N1 + N2) S K in out + 2 N1 N2 C in out``). It is compared with
+        ``jacobian``'s ``(N1 + N2) 3 K F + 2 N1 N2 C P`` and ``ntk_vp``'s
+        ``3 K F (N2 + N1 N2)`` (all counting full products, without the symmetry of
+        ``x2=None``). The plan is made once per call and reused by the computation.
     - ``outputs``: ``"trace"`` (``(N1, N2)``, summed over output units), ``"full"``
       (``(N1, N2, K, K)``) or ``"diagonal"`` (``(N1, N2, K)``, the ``a == b`` entries).
     - ``batch_size``: at most this many examples per block. ``None``: as large as the memory

@@ -17,7 +17,10 @@ in ``a``; embeddings have one-hot rows (equal indices); normalisation layers' af
 parameters get their small per-example gradients directly. One forward pass records every
 supported layer's input and ``K`` backward passes give all ``g`` for every example at once,
 because examples are independent (Novak et al. 2022, "Fast Finite Width Neural Tangent
-Kernel", for the same structure).
+Kernel", for the same structure). With a convolution in the model the ``K`` passes are one
+forward and one backward pass on ``K`` copies of each example instead, because ``vmap`` has
+no fast batching rule for a convolution's backward. The products of two blocks' factors
+are in ``ntkit.empirical._pairs``.
 
 Every parameter that this cannot capture exactly falls back to per-example Jacobians of the
 model w.r.t. that parameter alone (``torch.func``): parameters of other modules, a module
@@ -35,11 +38,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._blocks import contract_jacobians, fill_blocks, new_result
+from ._blocks import fill_blocks, new_result
 from ._factors import Handler, handler_for
 from ._jacobian import per_example_jacobians
 from ._memory import DEFAULT_BUDGET, block_size
 from ._model import check_outputs, functional_tensors
+from ._pairs import pair_block
 from ._probe import Probe
 
 __all__ = ["Plan", "plan_structured", "structured_ntk"]
@@ -70,12 +74,17 @@ class Plan:
     cost: float = 0.0  # FLOPs
     per_example: float = 0.0  # bytes of state per example
     per_pair: float = 0.0  # bytes of temporaries per pair of examples
+    replicate: bool = False  # output gradients by one backward pass on K copies of a block
 
 
 def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-             modules: dict[int, tuple[nn.Module, Handler]], x: Tensor):
-    """``f`` as ``(B, K)`` and, per hooked module, its calls ``[feature or reason, output]``."""
-    n = x.shape[0]
+             modules: dict[int, tuple[nn.Module, Handler]], x: Tensor, rep: int = 1):
+    """``f`` as ``(B, K)`` and, per hooked module, its calls ``[feature or reason, output]``.
+
+    ``rep > 1``: ``x`` holds each example ``rep`` times in a row; features are recorded from
+    the first copies only (``B / rep`` examples), outputs for all.
+    """
+    n = x.shape[0] // rep
     calls: dict[int, list[list]] = {i: [] for i in modules}
 
     def hook(m: nn.Module, args: tuple, output):
@@ -84,7 +93,12 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
             calls[id(m)].append(["it was called without one tensor input and output", None,
                                  None, None])
             return None
-        feature = modules[id(m)][1].record(m, x_in, n)
+        if rep == 1:
+            feature = modules[id(m)][1].record(m, x_in, n)
+        elif isinstance(x_in, Tensor) and x_in.ndim and x_in.shape[0] == n * rep:
+            feature = modules[id(m)][1].record(m, x_in[::rep], n)
+        else:
+            feature = "its input lost the batch axis when the examples were repeated"
         # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the recorded
         # output, or autograd would differentiate with respect to the modified tensor.
         calls[id(m)].append([feature, x_in, getattr(x_in, "_version", None), output])
@@ -93,7 +107,7 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
     handles = [m.register_forward_hook(hook) for m, _ in modules.values()]
     try:
         with torch.enable_grad():
-            f = check_outputs(functional_call(model, (params, constants), (x,)), n)
+            f = check_outputs(functional_call(model, (params, constants), (x,)), n * rep)
     finally:
         for h in handles:
             h.remove()
@@ -178,6 +192,9 @@ def plan_structured(model: nn.Module, x: Tensor, *, selected: set[int], outputs:
             roles.sort(key=lambda r: r != "weight")  # weight columns first, then the bias
         g.n_params = sum(params[n].numel() for n in g.names)
     plan = Plan(modules, groups, [n for n in params if n in reasons], reasons)
+    # vmap has no fast batching rule for convolutions' backward (it loops over the K output
+    # units): with one in the model, repeat each example K times and run one backward pass.
+    plan.replicate = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     _choose_routes(plan, calls, outputs, n1, n2, pr,
                    sum(params[n].numel() for n in plan.fallback))
     return plan
@@ -189,8 +206,11 @@ def _choose_routes(plan: Plan, calls, outputs: str, n1: int, n2: int, pr: Probe,
     k, item = pr.n_out, pr.itemsize
     c = k * k if outputs == "full" else k
     pairs = float(n1) * n2
-    plan.cost = (n1 + n2) * (1 + 2 * k) * pr.flops  # one forward and K backward passes
+    # One forward and K backward passes (or K forward and backward passes, replicated).
+    plan.cost = (n1 + n2) * (3 * k if plan.replicate else 1 + 2 * k) * pr.flops
     plan.per_example = plan.per_pair = 0.0
+    if plan.replicate:  # the autograd graph of K copies of each example
+        plan.per_example += 2.0 * item * k * pr.activations
     jac_params = 0
     for g in plan.groups:
         if g.handler.kind == "direct":
@@ -257,16 +277,19 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
     budget = DEFAULT_BUDGET if max_memory is None else max_memory
     out = new_result(n1, n2, k, outputs, x1)
     return fill_blocks(out, x1, x2, block=bs, left=state, right=None,
-                       pair=lambda a, b: _pair(a, b, outputs), outputs=outputs,
+                       pair=lambda a, b: pair_block(a, b, outputs, k), outputs=outputs,
                        cache_right=(n2 + bs) * plan.per_example <= budget)
 
 
 def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_constants,
               x: Tensor, k: int):
-    """A block's state: Gram-route factors ``[(kind, A, G)]`` and the Jacobians ``(B, K, P)``
-    of everything else, concatenated."""
+    """A block's state for ``pair_block``: ``(x, grams, jacobians)``, with Gram-route factors
+    ``(kind, A, G, G G^T if G is the same for every example else None)`` and the Jacobians
+    ``(B, K, P)`` of everything else, concatenated (``None`` if there are none)."""
     n = x.shape[0]
-    f, calls = _forward(model, params, constants, plan.modules, x)
+    rep = k if plan.replicate else 1
+    xr = x if rep == 1 else x.repeat_interleave(rep, dim=0)
+    f, calls = _forward(model, params, constants, plan.modules, xr, rep)
     used = [(mid, i) for g in plan.groups for mid, i in g.calls]
     for mid, i in used:
         if isinstance(calls[mid][i][0], str):
@@ -274,7 +297,7 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
                                f"forward passes ({calls[mid][i][0]}); use "
                                f"strategy='jacobian'")
     outs = list({(mid, i): calls[mid][i][3] for mid, i in used}.items())
-    g_of = dict(zip([c for c, _ in outs], _output_grads(f, [z for _, z in outs], k),
+    g_of = dict(zip([c for c, _ in outs], _output_grads(f, [z for _, z in outs], k, rep),
                     strict=True))  # (B, K, *out) per call
     grams, jacs = [], []
     for g in plan.groups:
@@ -291,27 +314,54 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
             g_parts.append(handler.grads(m, g_of[(mid, i)]))
             a_parts.append(feature if handler.kind == "index"
                            else _columns(handler, m, feature, g.roles[mid]))
-        grad = torch.cat(g_parts, dim=2)  # (B, groups, S, K, out)
-        a = torch.cat(a_parts, dim=-1 if handler.kind == "index" else 2)
-        if g.route == "gram":
-            grams.append((handler.kind, a if handler.kind == "index" else a[:, 0], grad[:, 0]))
+        grad = g_parts[0] if len(g_parts) == 1 else torch.cat(g_parts, dim=2)
+        a = a_parts[0] if len(a_parts) == 1 else torch.cat(
+            a_parts, dim=-1 if handler.kind == "index" else 2)
+        if g.route == "gram":  # grad: (B, 1, S, K, out), contiguous for the products
+            grad = grad[:, 0].contiguous()
+            const = None
+            if grad.shape[1] == 1 and torch.equal(grad, grad[:1].expand_as(grad)):
+                const = grad[0, 0] @ grad[0, 0].T
+            grams.append((handler.kind, a if handler.kind == "index" else a[:, 0], grad, const))
         else:
-            jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
+            jacs.append(_route_jacobian(plan, a, grad, g_of, g.calls, n, k))
     if fb_params:
         jacs.append(per_example_jacobians(model, fb_params, fb_constants, x))
-    return grams, (torch.cat(jacs, dim=2) if jacs else None)
+    return x, grams, (jacs[0] if len(jacs) == 1 else torch.cat(jacs, dim=2) if jacs else None)
 
 
-def _output_grads(f: Tensor, outs: list[Tensor], k: int) -> list[Tensor]:
+def _route_jacobian(plan: Plan, a: Tensor, grad: Tensor, g_of, calls: list[_Call], n: int,
+                    k: int) -> Tensor:
+    """``(B, K, P)``: a group's per-example gradients ``sum_s a_s g_s^T`` (columns in a fixed
+    order of the group's parameters)."""
+    m = plan.modules[calls[0][0]][0]
+    if len(calls) == 1 and isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1:
+        # One ungrouped convolution: its output gradient (B, K, out, *spatial) is already
+        # the left factor of one batched product, (B, K out, S) @ (B, S, in).
+        g0 = g_of[calls[0]]
+        return torch.bmm(g0.reshape(n, k * g0.shape[2], -1), a[:, 0]).view(n, k, -1)
+    return torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1)
+
+
+def _output_grads(f: Tensor, outs: list[Tensor], k: int, rep: int = 1) -> list[Tensor]:
     """``df_o/dz`` for every ``z`` in ``outs``, stacked over ``o`` as ``(B, K, *z.shape[1:])``.
 
     Examples are independent, so ``d(sum_n f_o(x_n))/dz_n = df_o(x_n)/dz_n`` for each ``n``:
     one backward pass per output unit, batched over the units by ``is_grads_batched`` (one
-    pass of ``K``-times wider matrix products) when every op has a batching rule.
+    pass of ``K``-times wider matrix products) when every op has a batching rule. ``rep = K``:
+    the forward pass ran on ``K`` copies of each example (``f`` is ``(B K, K)``), and one
+    ordinary backward pass of ``sum_{n,o} f_o(x_n copy o)`` gives the same.
     """
     if not outs:
         return []
     with torch.enable_grad():  # also under a caller's torch.no_grad()
+        if rep > 1:
+            n = f.shape[0] // rep
+            select = torch.eye(k, dtype=f.dtype, device=f.device).repeat(n, 1)
+            gs = torch.autograd.grad(f, outs, select, allow_unused=True)
+            return [torch.zeros((n, k, *z.shape[1:]), dtype=z.dtype, device=z.device)
+                    if g is None else g.view(n, k, *z.shape[1:])
+                    for z, g in zip(outs, gs, strict=True)]
         try:
             eye = torch.eye(k, dtype=f.dtype, device=f.device)
             gs = torch.autograd.grad(f, outs, eye.unsqueeze(1).expand(k, *f.shape),
@@ -339,37 +389,3 @@ def _columns(handler: Handler, m: nn.Module, feature: Tensor, roles: list[str]) 
     if "bias" in roles:
         cols.append(feature.new_full((*feature.shape[:3], 1), b_scale))
     return torch.cat(cols, dim=3) if len(cols) > 1 else cols[0]
-
-
-def _pair(s1, s2, outputs: str) -> Tensor:
-    """Kernel block of two states: the Jacobian contraction plus every Gram-route term."""
-    grams1, j1 = s1
-    grams2, j2 = s2
-    out = None if j1 is None else contract_jacobians(j1, j2, outputs)
-    for (kind, a1, g1), (_, a2, g2) in zip(grams1, grams2, strict=True):
-        term = _gram_block(kind, a1, a2, g1, g2, outputs)
-        out = term if out is None else out.add_(term) if out.is_contiguous() else out + term
-    return out
-
-
-def _gram_block(kind: str, a1: Tensor, a2: Tensor, g1: Tensor, g2: Tensor,
-                outputs: str) -> Tensor:
-    """``sum_{s,s'} (a_s . a'_s') (g_s . g'_s')`` for rows ``A (B, S, in)`` (or indices
-    ``(B, S)``) and gradients ``G (B, S, K, out)``, in the ``outputs`` layout."""
-    b1, r1, k, w = g1.shape
-    b2, r2 = g2.shape[:2]
-    if kind == "index":
-        i1, i2 = a1.reshape(-1, 1), a2.reshape(1, -1)
-        ga = ((i1 == i2) & (i1 >= 0)).to(g1.dtype)
-    else:
-        ga = a1.reshape(b1 * r1, -1) @ a2.reshape(b2 * r2, -1).T
-    if outputs == "trace":
-        gg = g1.reshape(b1 * r1, k * w) @ g2.reshape(b2 * r2, k * w).T
-        return gg.mul_(ga).view(b1, r1, b2, r2).sum((1, 3))
-    if outputs == "diagonal":
-        gg = torch.bmm(g1.permute(2, 0, 1, 3).reshape(k, b1 * r1, w),
-                       g2.permute(2, 3, 0, 1).reshape(k, w, b2 * r2))
-        return gg.mul_(ga).view(k, b1, r1, b2, r2).sum((2, 4)).permute(1, 2, 0)
-    gg = g1.reshape(b1 * r1 * k, w) @ g2.reshape(b2 * r2 * k, w).T
-    gg = gg.view(b1, r1, k, b2, r2, k).mul_(ga.view(b1, r1, 1, b2, r2, 1))
-    return gg.sum((1, 4)).permute(0, 2, 1, 3)
