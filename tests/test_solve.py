@@ -132,3 +132,29 @@ def test_solve_rejects_bad_kernels():
         eigh(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match="NaN"):
         cholesky(torch.tensor([[float("nan")]], dtype=torch.float64))
+
+
+def test_all_finite_survives_overflowing_sums():
+    from ntkit._checks import all_finite
+
+    huge = torch.full((4, 4), 1e308, dtype=torch.float64)  # finite entries, infinite sum
+    assert all_finite(huge)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.ones(3, 3, dtype=torch.float64)
+        x[1, 2] = bad
+        assert not all_finite(x)
+
+
+def test_cho_solve_equals_torch_cholesky_solve():
+    from ntkit.solve import cho_solve
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 30, generator=g, dtype=torch.float64)
+    chol = torch.linalg.cholesky(a @ a.T + 30 * torch.eye(30, dtype=torch.float64))
+    b = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    # Both are two triangular solves with the same factor; they agree to rounding (1e-12
+    # relative on a condition number ~ 4).
+    torch.testing.assert_close(cho_solve(chol, b), torch.cholesky_solve(b, chol), rtol=1e-12,
+                               atol=0)
+    torch.testing.assert_close(cho_solve(chol, b[:, 0]), torch.cholesky_solve(b, chol)[:, 0],
+                               rtol=1e-12, atol=0)

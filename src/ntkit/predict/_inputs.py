@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import real_number
+from .._checks import all_finite, real_number
 from ..solve._checks import as_square
 
 
@@ -21,7 +21,7 @@ def as_tensor(x, name: str, dtype: torch.dtype | None = None) -> Tensor:
         raise TypeError(f"{name} must have a real (floating-point) dtype; got {x.dtype}")
     if dtype is not None:
         x = x.to(dtype)
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
 

@@ -14,6 +14,7 @@ from ._cg import PivotedCholeskyPreconditioner as PivotedCholeskyPreconditioner
 from ._cg import cg_solve as cg_solve
 from ._cholesky import JitterWarning as JitterWarning
 from ._cholesky import NotPSDError as NotPSDError
+from ._cholesky import cho_solve as cho_solve
 from ._cholesky import cholesky as cholesky
 from ._eigh import eigh as eigh
 from ._psd import CG_THRESHOLD as CG_THRESHOLD
@@ -22,6 +23,7 @@ from ._ridge import centred_one_hot as centred_one_hot
 from ._ridge import kernel_ridge as kernel_ridge
 
 __all__ = [
+    "cho_solve",
     "cholesky", "eigh", "cg_solve", "PSDSolver", "PivotedCholeskyPreconditioner",
     "CG_THRESHOLD", "JitterWarning", "NotPSDError", "CGConvergenceWarning",
     "kernel_ridge", "centred_one_hot",

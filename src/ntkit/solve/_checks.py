@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import all_finite
+
 
 def as_square(k, name: str) -> Tensor:
     """``k`` as a floating-point ``(n, n)`` tensor with finite entries (``n >= 1``).
@@ -23,7 +25,7 @@ def as_square(k, name: str) -> Tensor:
     if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty square (n, n) matrix; got shape "
                          f"{tuple(k.shape)}")
-    if not bool(torch.isfinite(k).all()):
+    if not all_finite(k):
         raise ValueError(f"{name} contains NaN or infinite entries")
     n = k.shape[0]
     rows = torch.unique(torch.linspace(0, n - 1, min(n, 16), device=k.device).long())

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from ._cg import PivotedCholeskyPreconditioner, cg_solve
 from ._checks import as_square
-from ._cholesky import cholesky
+from ._cholesky import cho_solve, cholesky
 
 __all__ = ["CG_THRESHOLD", "PSDSolver"]
 
@@ -32,6 +31,7 @@ class PSDSolver:
     or ``"auto"``: CG above :data:`CG_THRESHOLD` rows, Cholesky below.
 
     Example:
+        >>> import torch
         >>> k = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
         >>> x = PSDSolver(k, diag_reg=0.0).solve(torch.ones(2, dtype=torch.float64))
         >>> [round(v, 12) for v in x.tolist()]
@@ -58,6 +58,5 @@ class PSDSolver:
         """``(n,)`` or ``(n, c)`` solution of the system for the right-hand side ``b``."""
         rhs = b.to(self.k.dtype)
         if self.method == "cholesky":
-            out = torch.cholesky_solve(rhs[:, None] if rhs.ndim == 1 else rhs, self._chol)
-            return out[:, 0] if rhs.ndim == 1 else out
+            return cho_solve(self._chol, rhs)
         return cg_solve(self.k, rhs, diag_reg=self.diag_reg, preconditioner=self._precond)

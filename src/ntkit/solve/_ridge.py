@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._cholesky import cho_solve
+
 __all__ = ["centred_one_hot", "kernel_ridge"]
 
 
@@ -35,7 +37,7 @@ def kernel_ridge(k_train_train: Tensor, targets: Tensor, *, alpha: float) -> Ten
             f"definite (duplicate inputs?); increase alpha"
         )
     rhs = targets.to(a.dtype)
-    return torch.cholesky_solve(rhs[:, None] if rhs.ndim == 1 else rhs, chol)
+    return cho_solve(chol, rhs[:, None] if rhs.ndim == 1 else rhs)
 
 
 def centred_one_hot(codes: Tensor, n_classes: int) -> Tensor:
