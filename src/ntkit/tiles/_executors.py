@@ -19,7 +19,8 @@ import torch
 from ._plan import Tile
 from ._store import open_group, write_tile
 
-__all__ = ["TileJob", "run_tile", "make_executor", "InProcess", "ProcessPool", "DaskCluster"]
+__all__ = ["TileJob", "compute_tile", "run_tile", "make_executor", "InProcess", "ProcessPool",
+           "DaskCluster"]
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,10 @@ def _network(job: TileJob):
     return _planned[job.spec_hash]
 
 
-def run_tile(job: TileJob, tile: Tile) -> tuple[Tile, dict[str, str], float]:
-    """Compute ``tile``, write it to the store; return ``(tile, checksums, seconds)``."""
+def compute_tile(job: TileJob, tile: Tile) -> dict[str, np.ndarray]:
+    """The ``(T1, T2)`` blocks ``{name: array}`` of ``tile`` (no I/O)."""
     from ..layers._compute import kernel_tile
 
-    start = time.perf_counter()
     planned, diag_sp = _network(job)
     rows, cols = slice(tile.r0, tile.r1), slice(tile.c0, tile.c1)
     if job.x2 is None and tile.diagonal:
@@ -67,14 +67,23 @@ def run_tile(job: TileJob, tile: Tile) -> tuple[Tile, dict[str, str], float]:
         nngp, ntk = kernel_tile(planned, job.x1[rows], x2, job.var1[rows], v2,
                                 need_ntk="ntk" in job.get, diag_sp=diag_sp,
                                 batch_size=job.batch_size)
-    blocks = {name: np.ascontiguousarray((nngp if name == "nngp" else ntk).numpy())
-              for name in job.get}
-    sums = write_tile(open_group(job.store, mode="r+"), tile, blocks)
+    return {name: np.ascontiguousarray((nngp if name == "nngp" else ntk).numpy())
+            for name in job.get}
+
+
+def run_tile(job: TileJob, tile: Tile) -> tuple[Tile, dict[str, str], float]:
+    """Compute ``tile``, write it to the store; return ``(tile, checksums, seconds)``."""
+    start = time.perf_counter()
+    sums = write_tile(open_group(job.store, mode="r+"), tile, compute_tile(job, tile))
     return tile, sums, time.perf_counter() - start
 
 
 class InProcess:
-    """Tiles one after another in this process (the default)."""
+    """Tiles one after another in this process (the default). Each tile is written by a
+    background thread while the next one is computed, so the store's I/O overlaps the
+    arithmetic; a tile is yielded (and then recorded) only once its write has finished."""
+
+    local = True  # writes land on this machine's filesystem: no read-back needed
 
     def __enter__(self):
         return self
@@ -83,8 +92,24 @@ class InProcess:
         return False
 
     def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
-        for t in tiles:
-            yield run_tile(job, t)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def write(t: Tile, blocks: dict, seconds: float):
+            start = time.perf_counter()
+            sums = write_tile(open_group(job.store, mode="r+"), t, blocks)
+            return t, sums, seconds + time.perf_counter() - start
+
+        with ThreadPoolExecutor(1) as io:
+            pending = None
+            for t in tiles:
+                start = time.perf_counter()
+                blocks = compute_tile(job, t)
+                seconds = time.perf_counter() - start
+                if pending is not None:
+                    yield pending.result()
+                pending = io.submit(write, t, blocks, seconds)
+            if pending is not None:
+                yield pending.result()
 
 
 _job: TileJob | None = None
@@ -103,6 +128,8 @@ def _pool_task(tile: Tile):
 class ProcessPool:
     """A local pool of ``workers`` spawned processes, each with ``cpu_count // workers`` torch
     threads; the inputs go to each worker once (the pool initializer)."""
+
+    local = True  # same machine, same filesystem: no read-back needed
 
     def __init__(self, workers: int):
         self.workers = workers
