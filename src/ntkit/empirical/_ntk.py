@@ -17,6 +17,12 @@ __all__ = ["empirical_ntk"]
 
 _STRATEGIES = ("auto", "jacobian", "ntk_vp", "structured")
 
+VMAP_COST_FACTOR = 2.0
+"""``"auto"`` doubles the FLOP estimates of ``"jacobian"`` and ``"ntk_vp"``: their vmapped
+backward passes ran at about half the FLOP rate of the structured route's large products in
+``bench/empirical_ntk.py`` (CNN, N = 64 and 256, trace: 65-72 against 130-141 GFLOP/s), so
+equal FLOPs are not equal time."""
+
 
 def empirical_ntk(
     model: nn.Module,
@@ -74,8 +80,9 @@ def empirical_ntk(
         per layer for ``C = K`` (trace) or ``K^2`` (full) output pairs; Jacobian route
         ``2 (N1 + N2) S K in out + 2 N1 N2 C in out``). It is compared with
         ``jacobian``'s ``(N1 + N2) 3 K F + 2 N1 N2 C P`` and ``ntk_vp``'s
-        ``3 K F (N2 + N1 N2)`` (all counting full products, without the symmetry of
-        ``x2=None``). The plan is made once per call and reused by the computation.
+        ``3 K F (N2 + N1 N2)``, both times :data:`VMAP_COST_FACTOR` (all counting full
+        products, without the symmetry of ``x2=None``). The plan is made once per call and
+        reused by the computation.
     - ``outputs``: ``"trace"`` (``(N1, N2)``, summed over output units), ``"full"``
       (``(N1, N2, K, K)``) or ``"diagonal"`` (``(N1, N2, K)``, the ``a == b`` entries).
     - ``batch_size``: at most this many examples per block. ``None``: as large as the memory
@@ -129,8 +136,7 @@ def empirical_ntk(
         plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2,
                                pr=pr)
     if strategy == "auto":
-        costs = {"structured": plan.cost, "jacobian": jacobian_cost(pr, n1, n2, outputs),
-                 "ntk_vp": ntk_vp_cost(pr, n1, n2)}
+        costs = _costs(plan, pr, n1, n2, outputs)
         strategy = min(costs, key=costs.__getitem__)
     if strategy == "jacobian":
         theta = jacobian_ntk(model, x1, x2, **options)
@@ -155,5 +161,10 @@ def choose_strategy(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,
                                               requires_grad=False)
     pr = probe(model, trainable, constants, x1)
     plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2, pr=pr)
-    return {"structured": plan.cost, "jacobian": jacobian_cost(pr, n1, n2, outputs),
-            "ntk_vp": ntk_vp_cost(pr, n1, n2)}
+    return _costs(plan, pr, n1, n2, outputs)
+
+
+def _costs(plan, pr, n1: int, n2: int, outputs: str) -> dict[str, float]:
+    return {"structured": plan.cost,
+            "jacobian": VMAP_COST_FACTOR * jacobian_cost(pr, n1, n2, outputs),
+            "ntk_vp": VMAP_COST_FACTOR * ntk_vp_cost(pr, n1, n2)}
