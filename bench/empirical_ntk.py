@@ -36,6 +36,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 import ntkit
+from _common import matmul_seconds, status_kb
 from ntkit.empirical import empirical_ntk
 from ntkit.empirical._ntk import choose_strategy
 
@@ -104,14 +105,6 @@ def tutorial_ntk_vp(net: nn.Module, x1, x2, compute: str):
 
 # --- one row, in a fresh process --------------------------------------------------------
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _call(method: str, net: nn.Module, x: torch.Tensor, outputs: str):
     if method == "tutorial-jacobian":
         return tutorial_jacobian(net, x, x, outputs)
@@ -127,7 +120,7 @@ def _child(spec: str) -> None:
     net = make()
     x = torch.randn(int(n), *shape, generator=torch.Generator().manual_seed(1))
     _call(method, net, x[:4], outputs)  # load libraries, start threads
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     times = []
     for _ in range(int(repeats)):
         t = time.perf_counter()
@@ -140,7 +133,7 @@ def _child(spec: str) -> None:
         costs = choose_strategy(net, x, outputs=outputs)
         picked = min(costs, key=costs.get)
     print(json.dumps({"seconds": statistics.median(times),
-                      "peak": (_status_kb("VmHWM") - before) * 1024, "picked": picked}))
+                      "peak": (status_kb("VmHWM") - before) * 1024, "picked": picked}))
 
 
 def _estimated_bytes(model: str, n: int, outputs: str, method: str) -> float:
@@ -170,17 +163,6 @@ def _row(model: str, n: int, outputs: str, method: str, repeats: int, timeout: f
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _matmul_seconds() -> float:
-    a = torch.randn(4096, 4096)
-    a @ a
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -200,7 +182,7 @@ def main() -> None:
     timeout = 120.0 if args.quick else args.timeout
     methods = args.methods.split(",")
 
-    matmul = _matmul_seconds()
+    matmul = matmul_seconds()
     print(f"ntkit {ntkit.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, float32")
     print(f"anchor: one 4096x4096 float32 matmul: {matmul:.3f} s "

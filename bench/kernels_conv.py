@@ -36,6 +36,7 @@ import time
 import torch
 
 import ntkit
+from _common import matmul_seconds
 from ntkit import layers as L
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -102,17 +103,6 @@ def _row(head: str, dtype: str, n: int, repeats: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _matmul_seconds() -> float:
-    a = torch.randn(4096, 4096)
-    a @ a
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="100,200,400")
@@ -131,7 +121,7 @@ def main() -> None:
     sizes = [50] if args.quick else [int(v) for v in args.n.split(",")]
     repeats = 1 if args.quick else args.repeats
 
-    matmul = _matmul_seconds()
+    matmul = matmul_seconds()
     print(f"ntkit {ntkit.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"one 4096x4096 float32 matmul: {matmul:.3f} s (neural-tangents' machine: "

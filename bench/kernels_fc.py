@@ -19,38 +19,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
 import ntkit
+from _common import matmul_seconds, median_time, status_kb
 from ntkit import layers as L
 
 
 def mlp(act: L.Layer) -> L.Serial:
     hidden = [l for _ in range(3) for l in (L.Dense(512, W_std=1.5, b_std=0.05), act)]
     return L.serial(*hidden, L.Dense(1, b_std=None))
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, thread pool)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 ACTIVATIONS = {"ReLU": L.ReLU(), "Erf": L.Erf()}
@@ -67,20 +48,15 @@ def _peak_child(act: str, dtype: str, n: int) -> None:
     net = mlp(ACTIVATIONS[act])
     net.kernel(x[:600])  # load libraries and start threads before measuring
     gc.collect()
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     k = net.kernel(x)
-    print((_status_kb("VmHWM") - before) * 1024, k.ntk.shape[0])
+    print((status_kb("VmHWM") - before) * 1024, k.ntk.shape[0])
 
 
 def peak_bytes(act: str, dtype: str, n: int) -> float:
     out = subprocess.run([sys.executable, __file__, "--peak-child", f"{act},{dtype},{n}"],
                          check=True, capture_output=True, text=True)
     return float(out.stdout.split()[0])
-
-
-def _matmul_seconds() -> float:
-    a = torch.randn(4096, 4096)
-    return median_time(lambda: a @ a, 3)
 
 
 def _row(name: str, net: L.Layer, dname: str, n: int, repeats: int) -> str:
@@ -104,7 +80,7 @@ def main() -> None:
         return _peak_child(act, dtype, int(n))
     sizes = [int(v) for v in args.n.split(",")]
 
-    matmul = _matmul_seconds()
+    matmul = matmul_seconds()
     print(f"ntkit {ntkit.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"one 4096x4096 float32 matmul: {matmul:.3f} s "

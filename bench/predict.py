@@ -20,28 +20,17 @@ yardstick of the machine. Run with nothing else busy:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import scipy.linalg
 import torch
 from sklearn.kernel_ridge import KernelRidge
 
+from _common import matmul_seconds, median_time
 from ntkit import layers as L
 from ntkit.predict import gradient_descent_mse, max_learning_rate
 
 RIDGE = 1e-4
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def problem(n: int, m: int = 1000, outputs: int = 10):
@@ -55,18 +44,13 @@ def problem(n: int, m: int = 1000, outputs: int = 10):
 
 def run(ns, repeats: int) -> list[tuple]:
     rows = []
-    matmul = _matmul_seconds()
+    matmul = matmul_seconds(torch.float64)
     print(f"yardstick: 4096 x 4096 float64 matmul {matmul:.3f} s "
           f"({2 * 4096**3 / matmul / 1e9:.0f} GFLOP/s), torch threads {torch.get_num_threads()}")
     for n in ns:
         rows += time_one(n, repeats)
         print_rows(rows[-6:])
     return rows
-
-
-def _matmul_seconds() -> float:
-    a = torch.randn(4096, 4096, dtype=torch.float64)
-    return median_time(lambda: a @ a, 3)
 
 
 def time_one(n: int, repeats: int) -> list[tuple]:
