@@ -83,7 +83,7 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
         return parts[0].replace(nngp=nngp, ntk=ntk, cov1=nngp, shape1=_rows(parts[0].shape1, x1),
                                 shape2=_rows(parts[0].shape2, x1))
 
-    nngp = ntk = None
+    out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk)
     cov1: list[Tensor] = []
     cov2: list[Tensor] = []
     last = None
@@ -97,17 +97,12 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
                 cov1.append(last.cov1)
             if x2 is not None and i == 0:
                 cov2.append(last.cov2)
-        if nngp is None:
-            nngp = last.nngp.new_empty((n1, n2) + tuple(last.nngp.shape[2:]))
-            ntk = torch.empty_like(nngp) if need_ntk else None
-        _put(nngp, last.nngp, i, j, symmetric=x2 is None, diag_sp=last.diagonal_spatial)
-        if need_ntk:
-            _put(ntk, _full(last.ntk, last.nngp), i, j, symmetric=x2 is None,
-                 diag_sp=last.diagonal_spatial)
+        out.put(last, i, j)
         bar.update(1)
     bar.close()
     return last.replace(
-        nngp=nngp, ntk=ntk, cov1=torch.cat(cov1), cov2=None if x2 is None else torch.cat(cov2),
+        nngp=out.nngp, ntk=out.ntk, cov1=torch.cat(cov1),
+        cov2=None if x2 is None else torch.cat(cov2),
         x1_is_x2=x2 is None, shape1=_rows(last.shape1, x1),
         shape2=_rows(last.shape2, x1 if x2 is None else x2),
     )
@@ -142,7 +137,7 @@ def kernel_tile(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tens
     """
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    nngp = ntk = None
+    out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk)
     for i in range(0, n1, batch_size):
         for j in range(i if x2 is None else 0, n2, batch_size):
             rows, cols = slice(i, i + batch_size), slice(j, j + batch_size)
@@ -153,14 +148,8 @@ def kernel_tile(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tens
                 other, other_var = (x1, var1) if x2 is None else (x2, var2)
                 k = kernel_block(planned, x1[rows], other[cols], var1[rows], other_var[cols],
                                  need_ntk=need_ntk, diag_sp=diag_sp)
-            if nngp is None:
-                nngp = k.nngp.new_empty((n1, n2) + tuple(k.nngp.shape[2:]))
-                ntk = torch.empty_like(nngp) if need_ntk else None
-            _put(nngp, k.nngp, i, j, symmetric=x2 is None, diag_sp=k.diagonal_spatial)
-            if need_ntk:
-                _put(ntk, _full(k.ntk, k.nngp), i, j, symmetric=x2 is None,
-                     diag_sp=k.diagonal_spatial)
-    return nngp, ntk
+            out.put(k, i, j)
+    return out.nngp, out.ntk
 
 
 def layout(net, x1: Tensor) -> tuple:
@@ -248,6 +237,26 @@ def peak_estimate(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, dia
         return output + pairs * per_pair + 2 * b * per_pair
 
     return peak, output, per_pair
+
+
+class _Assembly:
+    """The ``(n1, n2, ...)`` NNGP (and NTK) being assembled from blocks; allocated on the first
+    block, whose trailing (spatial) shape it takes."""
+
+    def __init__(self, n1: int, n2: int, *, symmetric: bool, need_ntk: bool):
+        self.n1, self.n2, self.symmetric, self.need_ntk = n1, n2, symmetric, need_ntk
+        self.nngp: Tensor | None = None
+        self.ntk: Tensor | None = None
+
+    def put(self, k: Kernel, i: int, j: int) -> None:
+        """Write block ``k`` (rows from ``i``, columns from ``j``); see :func:`_put`."""
+        if self.nngp is None:
+            self.nngp = k.nngp.new_empty((self.n1, self.n2) + tuple(k.nngp.shape[2:]))
+            self.ntk = torch.empty_like(self.nngp) if self.need_ntk else None
+        _put(self.nngp, k.nngp, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
+        if self.need_ntk:
+            _put(self.ntk, _full(k.ntk, k.nngp), i, j, symmetric=self.symmetric,
+                 diag_sp=k.diagonal_spatial)
 
 
 def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,
