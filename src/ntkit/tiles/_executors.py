@@ -165,6 +165,7 @@ class DaskCluster:
         self.address, self.workers = address, workers
         self.torch_threads, self.retries = torch_threads, retries
         self._own: list = []
+        self.local = False  # a remote cluster's writes are read back by the driver
 
     def __enter__(self):
         from distributed import Client, LocalCluster
@@ -174,6 +175,7 @@ class DaskCluster:
                                    dashboard_address=None)
             self.client = Client(cluster)
             self._own = [self.client, cluster]
+            self.local = True  # our own LocalCluster: its workers share this filesystem
         elif isinstance(self.address, Client):
             self.client = self.address
         else:
