@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import pytest
 import torch
 
 from _reference import mean_and_se, relative_rms_error, twin_kernels
@@ -91,8 +92,7 @@ class Case:
     - ``widths``: (narrow, wide) twins; the wide ones give the Monte Carlo mean.
     - ``seed_factor``: multiplies ``N_SEEDS``.
     - ``inputs``: the ``(x, x2)`` the case runs on (default :func:`inputs`; images use
-      :func:`image_inputs`). Test classes for such cases override the ``x``, ``x2`` fixtures
-      with ``case.inputs()``.
+      :func:`image_inputs`); :class:`KernelContract`'s ``x``, ``x2`` fixtures read it.
     """
 
     id: str
@@ -136,6 +136,15 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 class KernelContract:
     """The generic checks. Subclasses provide a ``case`` fixture yielding :class:`Case`."""
+
+    @pytest.fixture
+    def x(self, case: Case) -> torch.Tensor:
+        """The case's own ``x`` (for most cases the shared ``(6, 4)`` inputs)."""
+        return case.inputs()[0].clone()
+
+    @pytest.fixture
+    def x2(self, case: Case) -> torch.Tensor:
+        return case.inputs()[1].clone()
 
     def test_symmetric(self, case: Case, x):
         # x1 is x2: the input Gram matrix is mirrored, every formula is symmetric or

@@ -82,14 +82,6 @@ class TestConvContract(KernelContract):
     def case(self, request):
         return request.param
 
-    @pytest.fixture
-    def x(self, case):
-        return case.inputs()[0].clone()
-
-    @pytest.fixture
-    def x2(self, case):
-        return case.inputs()[1].clone()
-
 
 # --------------------------------------------------------------------------------------------
 # Closed forms against an independent reference: patches by torch's unfold.

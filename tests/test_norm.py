@@ -43,14 +43,6 @@ class TestNormContract(KernelContract):
     def case(self, request):
         return request.param
 
-    @pytest.fixture
-    def x(self, case):
-        return case.inputs()[0].clone()
-
-    @pytest.fixture
-    def x2(self, case):
-        return case.inputs()[1].clone()
-
 
 def test_layernorm_closed_form():
     # After Dense: K / sqrt(K11 K22), a correlation matrix (unit diagonal), for the NTK too.
