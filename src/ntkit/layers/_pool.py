@@ -11,7 +11,15 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ._base import Layer
-from ._spatial import check_full, check_padding, int_tuple, pads, spatial_axes, window_sum
+from ._spatial import (
+    check_full,
+    check_padding,
+    int_tuple,
+    pads,
+    reduce_positions,
+    spatial_axes,
+    window_sum,
+)
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool"]
 
@@ -193,15 +201,7 @@ class GlobalAvgPool(Layer):
         def pool(t: Tensor) -> Tensor:
             return reduce(t.reshape(*t.shape[:t.ndim - 2 * s], -1), -1)
 
-        nngp, cov1 = pool(k.nngp), pool(k.cov1)
-        if k.x1_is_x2 and not k.diagonal:
-            nngp.diagonal().copy_(cov1)
-        c = self.out_shape(k.shape1[1:])
-        return k.replace(
-            nngp=nngp, ntk=k.ntk if k.ntk is None or k.ntk.ndim == 0 else pool(k.ntk),
-            cov1=cov1, cov2=None if k.cov2 is None else pool(k.cov2),
-            shape1=(k.shape1[0],) + c, shape2=(k.shape2[0],) + c,
-        )
+        return reduce_positions(k, pool, self.out_shape(k.shape1[1:]))
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
         return _GlobalPoolModule(self._sum)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ._base import Layer
-from ._spatial import diagonal_mean, to_diagonal
+from ._spatial import diagonal_mean, reduce_positions, to_diagonal
 
 __all__ = ["Flatten"]
 
@@ -50,16 +50,9 @@ class Flatten(Layer):
         def flat(t: Tensor) -> Tensor:
             return diagonal_mean(t, s, full)
 
-        nngp, cov1 = flat(k.nngp), flat(k.cov1)
-        if k.x1_is_x2 and not k.diagonal:
-            nngp.diagonal().copy_(cov1)
-        out = self.out_shape(k.shape1[1:])
-        return k.replace(
-            nngp=nngp, ntk=k.ntk if k.ntk is None or k.ntk.ndim == 0 else flat(k.ntk),
-            cov1=cov1, cov2=None if k.cov2 is None else flat(k.cov2),
-            shape1=(k.shape1[0],) + out, shape2=(k.shape2[0],) + out,
-            is_gaussian=k.is_gaussian and math.prod(k.shape1[2:]) == 1,
-            diagonal_spatial=False,
+        return reduce_positions(
+            k, flat, self.out_shape(k.shape1[1:]),
+            is_gaussian=k.is_gaussian and math.prod(k.shape1[2:]) == 1, diagonal_spatial=False,
         )
 
     def build(self, in_shape, generator, dtype) -> nn.Module:

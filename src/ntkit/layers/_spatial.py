@@ -135,3 +135,17 @@ def check_full(k, who: str) -> None:
             f"received the same-position (diagonal) layout; call it through net.kernel(...), "
             f"which chooses the layout from the whole network"
         )
+
+
+def reduce_positions(k, f, out: tuple[int, ...], **fields):
+    """``k`` with its spatial axes reduced by ``f`` (a map of each kernel array): the NNGP, NTK
+    and both variances, the diagonal kept exactly equal to ``cov1`` when ``x1`` is ``x2``, and
+    per-example shapes ``(N, *out)``; ``fields`` are further :meth:`Kernel.replace` fields."""
+    nngp, cov1 = f(k.nngp), f(k.cov1)
+    if k.x1_is_x2 and not k.diagonal:
+        nngp.diagonal().copy_(cov1)
+    return k.replace(
+        nngp=nngp, ntk=k.ntk if k.ntk is None or k.ntk.ndim == 0 else f(k.ntk),
+        cov1=cov1, cov2=None if k.cov2 is None else f(k.cov2),
+        shape1=(k.shape1[0],) + out, shape2=(k.shape2[0],) + out, **fields,
+    )
