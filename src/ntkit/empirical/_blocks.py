@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._memory import zeros
+
 __all__ = ["OUTPUTS", "contract_jacobians", "fill_blocks", "new_result", "reduce_full",
            "transpose_block"]
 
@@ -27,7 +29,7 @@ def new_result(n1: int, n2: int, n_out: int, outputs: str, like: Tensor) -> Tens
     """Zeros of the layout's shape, ``like``'s dtype and device."""
     shape = {"trace": (n1, n2), "full": (n1, n2, n_out, n_out),
              "diagonal": (n1, n2, n_out)}[outputs]
-    return like.new_zeros(shape)
+    return zeros(shape, like)
 
 
 def transpose_block(block: Tensor, outputs: str) -> Tensor:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import DenseModule
+from ._memory import empty
 
 __all__ = ["HANDLERS", "Handler", "handler_for"]
 
@@ -102,7 +103,9 @@ class _Conv(_Dense):
         x = x.unfold(2, d[0] * (k[0] - 1) + 1, s[0]).unfold(3, d[1] * (k[1] - 1) + 1, s[1])
         x = x[..., ::d[0], ::d[1]]  # (B, C_in, H_out, W_out, k_h, k_w)
         rows = x.shape[2] * x.shape[3]
-        patches = x.permute(0, 2, 3, 1, 4, 5).reshape(n, rows, m.groups, -1)
+        x = x.permute(0, 2, 3, 1, 4, 5)
+        patches = empty((n, rows, m.groups, x[0].numel() // (rows * m.groups)), x)
+        patches.view(x.shape).copy_(x)
         return patches.transpose(1, 2)  # (B, groups, S, C_in / groups * k_h * k_w)
 
     def scales(self, m):

@@ -67,16 +67,17 @@ def empirical_ntk(
         cheaper for the layer's shapes; embeddings by index Grams; ``LayerNorm``,
         ``GroupNorm`` and eval ``BatchNorm`` affine parameters directly. Every other
         parameter falls back to per-example Jacobians of that parameter only. Cost: one
-        forward and ``K`` batched backward passes per example (for a model with
-        convolutions, whose backward ``vmap`` cannot batch, one forward and one backward
-        pass on ``K`` copies of each example) plus the per-layer products, accumulated in
-        place; for ``x2=None`` only the upper triangle of each diagonal block is multiplied
-        (in large tiles) and mirrored.
+        forward and ``K`` backward passes per example (batched by ``vmap``, or one after
+        another on the same graph for a model with convolutions, whose backward ``vmap``
+        cannot batch) plus the per-layer products, accumulated in place; for ``x2=None``
+        only the upper triangle of each diagonal block is multiplied (in large tiles) and
+        mirrored. Large buffers ask Linux for transparent huge pages (``madvise``), which
+        makes filling them for the first time several times cheaper.
       - ``"auto"`` (default): the cheapest by a FLOP model. One forward pass of two
         examples under ``torch.utils.flop_counter`` gives the forward FLOPs ``F`` per
         example; a second, hooked one gives every layer's shapes, from which the structured
-        plan picks each layer's route and adds up its FLOPs (passes: ``(N1 + N2)(1 + 2K) F``,
-        or ``3 K F`` per example replicated; Gram route ``N1 N2 S^2 (2 in + (2 out + 1) C)``
+        plan picks each layer's route and adds up its FLOPs (passes: ``(N1 + N2)(1 + 2K) F``;
+        Gram route ``N1 N2 S^2 (2 in + (2 out + 1) C)``
         per layer for ``C = K`` (trace) or ``K^2`` (full) output pairs; Jacobian route
         ``2 (N1 + N2) S K in out + 2 N1 N2 C in out``). It is compared with
         ``jacobian``'s ``(N1 + N2) 3 K F + 2 N1 N2 C P`` and ``ntk_vp``'s

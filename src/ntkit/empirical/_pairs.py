@@ -1,9 +1,10 @@
 """Kernel blocks of the structured strategy: per-layer products of two blocks' states.
 
 A block's state (``_structured._features``) holds, per factorised layer group, either
-per-example Jacobians ``J (B, K, P)`` or Gram-route factors ``A`` (layer inputs) and ``G``
-(gradients at the layer's output). Every term is accumulated in place into one buffer in the
-layout of a matrix product, permuted to the ``outputs`` layout once at the end:
+per-example Jacobians ``J (B, K, P)`` (a list: one product each) or Gram-route factors
+``A`` (layer inputs) and ``G`` (gradients at the layer's output). Every term is
+accumulated in place into one buffer in the layout of a matrix product, permuted to the
+``outputs`` layout once at the end:
 
 - ``"trace"``: ``(B1, B2)``, from ``J.reshape(B, K P)`` products;
 - ``"full"``: ``(B1 K, B2 K)``, rows ``(example, output unit)``: the NTK as a
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ._memory import zeros
 
 __all__ = ["pair_block", "upper_tiles"]
 
@@ -118,11 +121,11 @@ def _add_gram(view: Tensor, ga: Tensor, g1: Tensor, g2: Tensor, const: Tensor | 
             view.view(t1, k, t2, k).add_(gg.sum((1, 4)))
 
 
-def _flops(jacs: Tensor | None, terms, outputs: str) -> float:
+def _flops(jacs: list[Tensor], terms, outputs: str) -> float:
     """Multiply-adds x 2 of the products that tiling can halve (all but constant-``G``)."""
     total = 0.0
-    if jacs is not None:
-        b, k, p = jacs.shape
+    for j in jacs:
+        b, k, p = j.shape
         total += 2.0 * b * b * k * p * (k if outputs == "full" else 1)
     for _, g1, _, const in terms:
         if const is None:
@@ -142,14 +145,14 @@ def _depth(flops: float) -> int:
 
 def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
     """Kernel block of two states ``(x, grams, jacobians)`` (``x`` the block's inputs,
-    ``grams`` a list of ``(kind, A, G, G G^T or None)``, ``jacobians`` ``(B, K, P)`` or
-    ``None``) in the ``outputs`` layout; ``s2 is s1``: a block against itself."""
+    ``grams`` a list of ``(kind, A, G, G G^T or None)``, ``jacobians`` a list of
+    ``(B, K, P_i)``) in the ``outputs`` layout; ``s2 is s1``: a block against itself."""
     x1, grams1, jacs1 = s1
     x2, grams2, jacs2 = s2
     same = s1 is s2
     b1, b2 = x1.shape[0], x2.shape[0]
     shape = {"trace": (b1, b2), "full": (b1 * k, b2 * k), "diagonal": (k, b1, b2)}[outputs]
-    acc = x1.new_zeros(shape)
+    acc = zeros(shape, x1)
     terms = []
     for (kind, a1, g1, c1), (_, a2, g2, c2) in zip(grams1, grams2, strict=True):
         # G G^T factorises only when both blocks share the same constant G.
@@ -163,8 +166,8 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
         off, tiles = [], [(0, b1, 0, b2)]
     for i0, i1, j0, j1 in tiles:
         view = _tile(acc, outputs, k, i0, i1, j0, j1)
-        if jacs1 is not None:
-            _add_jacobians(view, jacs1[i0:i1], jacs2[j0:j1], outputs)
+        for jac1, jac2 in zip(jacs1, jacs2, strict=True):
+            _add_jacobians(view, jac1[i0:i1], jac2[j0:j1], outputs)
         for ga, g1, g2, const in terms:
             if const is None:
                 r1, r2 = g1.shape[1], g2.shape[1]

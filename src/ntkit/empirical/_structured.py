@@ -17,10 +17,11 @@ in ``a``; embeddings have one-hot rows (equal indices); normalisation layers' af
 parameters get their small per-example gradients directly. One forward pass records every
 supported layer's input and ``K`` backward passes give all ``g`` for every example at once,
 because examples are independent (Novak et al. 2022, "Fast Finite Width Neural Tangent
-Kernel", for the same structure). With a convolution in the model the ``K`` passes are one
-forward and one backward pass on ``K`` copies of each example instead, because ``vmap`` has
-no fast batching rule for a convolution's backward. The products of two blocks' factors
-are in ``ntkit.empirical._pairs``.
+Kernel", for the same structure). The ``K`` passes are batched by ``vmap`` when the model
+has no convolution, and run one after another on the same graph otherwise (``vmap`` has no
+fast batching rule for a convolution's backward; ``K`` copies of each example would repeat
+the forward pass ``K`` times). The products of two blocks' factors are in
+``ntkit.empirical._pairs``.
 
 Every parameter that this cannot capture exactly falls back to per-example Jacobians of the
 model w.r.t. that parameter alone (``torch.func``): parameters of other modules, a module
@@ -41,7 +42,7 @@ from torch.func import functional_call
 from ._blocks import fill_blocks, new_result
 from ._factors import Handler, handler_for
 from ._jacobian import per_example_jacobians
-from ._memory import DEFAULT_BUDGET, block_size
+from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
 from ._model import check_outputs, functional_tensors
 from ._pairs import pair_block
 from ._probe import Probe
@@ -49,6 +50,7 @@ from ._probe import Probe
 __all__ = ["Plan", "plan_structured", "structured_ntk"]
 
 _Call = tuple[int, int]  # (id of the module, index of the call in one forward pass)
+_NARROW = 1024  # Jacobians with fewer columns are concatenated (see _features)
 
 
 @dataclass
@@ -74,17 +76,13 @@ class Plan:
     cost: float = 0.0  # FLOPs
     per_example: float = 0.0  # bytes of state per example
     per_pair: float = 0.0  # bytes of temporaries per pair of examples
-    replicate: bool = False  # output gradients by one backward pass on K copies of a block
+    sequential: bool = False  # the K backward passes one by one (a convolution), not vmapped
 
 
 def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-             modules: dict[int, tuple[nn.Module, Handler]], x: Tensor, rep: int = 1):
-    """``f`` as ``(B, K)`` and, per hooked module, its calls ``[feature or reason, output]``.
-
-    ``rep > 1``: ``x`` holds each example ``rep`` times in a row; features are recorded from
-    the first copies only (``B / rep`` examples), outputs for all.
-    """
-    n = x.shape[0] // rep
+             modules: dict[int, tuple[nn.Module, Handler]], x: Tensor):
+    """``f`` as ``(B, K)`` and, per hooked module, its calls ``[feature or reason, output]``."""
+    n = x.shape[0]
     calls: dict[int, list[list]] = {i: [] for i in modules}
 
     def hook(m: nn.Module, args: tuple, output):
@@ -93,12 +91,7 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
             calls[id(m)].append(["it was called without one tensor input and output", None,
                                  None, None])
             return None
-        if rep == 1:
-            feature = modules[id(m)][1].record(m, x_in, n)
-        elif isinstance(x_in, Tensor) and x_in.ndim and x_in.shape[0] == n * rep:
-            feature = modules[id(m)][1].record(m, x_in[::rep], n)
-        else:
-            feature = "its input lost the batch axis when the examples were repeated"
+        feature = modules[id(m)][1].record(m, x_in, n)
         # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the recorded
         # output, or autograd would differentiate with respect to the modified tensor.
         calls[id(m)].append([feature, x_in, getattr(x_in, "_version", None), output])
@@ -107,7 +100,7 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
     handles = [m.register_forward_hook(hook) for m, _ in modules.values()]
     try:
         with torch.enable_grad():
-            f = check_outputs(functional_call(model, (params, constants), (x,)), n * rep)
+            f = check_outputs(functional_call(model, (params, constants), (x,)), n)
     finally:
         for h in handles:
             h.remove()
@@ -193,8 +186,8 @@ def plan_structured(model: nn.Module, x: Tensor, *, selected: set[int], outputs:
         g.n_params = sum(params[n].numel() for n in g.names)
     plan = Plan(modules, groups, [n for n in params if n in reasons], reasons)
     # vmap has no fast batching rule for convolutions' backward (it loops over the K output
-    # units): with one in the model, repeat each example K times and run one backward pass.
-    plan.replicate = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    # units, slower than K plain backward passes of the same graph).
+    plan.sequential = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     _choose_routes(plan, calls, outputs, n1, n2, pr,
                    sum(params[n].numel() for n in plan.fallback))
     return plan
@@ -206,11 +199,9 @@ def _choose_routes(plan: Plan, calls, outputs: str, n1: int, n2: int, pr: Probe,
     k, item = pr.n_out, pr.itemsize
     c = k * k if outputs == "full" else k
     pairs = float(n1) * n2
-    # One forward and K backward passes (or K forward and backward passes, replicated).
-    plan.cost = (n1 + n2) * (3 * k if plan.replicate else 1 + 2 * k) * pr.flops
+    # One forward and K backward passes.
+    plan.cost = (n1 + n2) * (1 + 2 * k) * pr.flops
     plan.per_example = plan.per_pair = 0.0
-    if plan.replicate:  # the autograd graph of K copies of each example
-        plan.per_example += 2.0 * item * k * pr.activations
     jac_params = 0
     for g in plan.groups:
         if g.handler.kind == "direct":
@@ -284,12 +275,10 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
 def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_constants,
               x: Tensor, k: int):
     """A block's state for ``pair_block``: ``(x, grams, jacobians)``, with Gram-route factors
-    ``(kind, A, G, G G^T if G is the same for every example else None)`` and the Jacobians
-    ``(B, K, P)`` of everything else, concatenated (``None`` if there are none)."""
+    ``(kind, A, G, G G^T if G is the same for every example else None)`` and a list of the
+    Jacobians ``(B, K, P_i)`` of everything else (kept apart: concatenating would copy them)."""
     n = x.shape[0]
-    rep = k if plan.replicate else 1
-    xr = x if rep == 1 else x.repeat_interleave(rep, dim=0)
-    f, calls = _forward(model, params, constants, plan.modules, xr, rep)
+    f, calls = _forward(model, params, constants, plan.modules, x)
     used = [(mid, i) for g in plan.groups for mid, i in g.calls]
     for mid, i in used:
         if isinstance(calls[mid][i][0], str):
@@ -297,7 +286,8 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
                                f"forward passes ({calls[mid][i][0]}); use "
                                f"strategy='jacobian'")
     outs = list({(mid, i): calls[mid][i][3] for mid, i in used}.items())
-    g_of = dict(zip([c for c, _ in outs], _output_grads(f, [z for _, z in outs], k, rep),
+    g_of = dict(zip([c for c, _ in outs],
+                    _output_grads(f, [z for _, z in outs], k, plan.sequential),
                     strict=True))  # (B, K, *out) per call
     grams, jacs = [], []
     for g in plan.groups:
@@ -306,6 +296,12 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
             role = next(iter(g.roles.values()))[0]
             jacs.append(sum(handler.jacobian(plan.modules[mid][0], calls[mid][i][0],
                                              g_of[(mid, i)], role) for mid, i in g.calls))
+            continue
+        m = plan.modules[g.calls[0][0]][0]
+        if (g.route == "jacobian" and len(g.calls) == 1
+                and isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1):
+            jacs.extend(_conv_jacobians(calls[g.calls[0][0]][g.calls[0][1]][0],
+                                        g_of[g.calls[0]], g.roles[id(m)]))
             continue
         a_parts, g_parts = [], []
         for mid, i in g.calls:
@@ -324,60 +320,61 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
                 const = grad[0, 0] @ grad[0, 0].T
             grams.append((handler.kind, a if handler.kind == "index" else a[:, 0], grad, const))
         else:
-            jacs.append(_route_jacobian(plan, a, grad, g_of, g.calls, n, k))
+            jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
     if fb_params:
         jacs.append(per_example_jacobians(model, fb_params, fb_constants, x))
-    return x, grams, (jacs[0] if len(jacs) == 1 else torch.cat(jacs, dim=2) if jacs else None)
+    narrow = [j for j in jacs if j.shape[2] < _NARROW]
+    if len(narrow) > 1:  # one product for all of them: many thin ones cost more than a copy
+        jacs = [j for j in jacs if j.shape[2] >= _NARROW] + [torch.cat(narrow, dim=2)]
+    return x, grams, jacs
 
 
-def _route_jacobian(plan: Plan, a: Tensor, grad: Tensor, g_of, calls: list[_Call], n: int,
-                    k: int) -> Tensor:
-    """``(B, K, P)``: a group's per-example gradients ``sum_s a_s g_s^T`` (columns in a fixed
-    order of the group's parameters)."""
-    m = plan.modules[calls[0][0]][0]
-    if len(calls) == 1 and isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1:
-        # One ungrouped convolution: its output gradient (B, K, out, *spatial) is already
-        # the left factor of one batched product, (B, K out, S) @ (B, S, in).
-        g0 = g_of[calls[0]]
-        return torch.bmm(g0.reshape(n, k * g0.shape[2], -1), a[:, 0]).view(n, k, -1)
-    return torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1)
+def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str]) -> list[Tensor]:
+    """Per-example gradients of one ungrouped convolution's ``roles`` from its patches
+    ``(B, 1, S, in)`` and output gradient ``(B, K, out, *spatial)``: the weight's is one
+    batched product ``(B, K out, S) @ (B, S, in)``, the bias's the sum over positions."""
+    b, k, c = g.shape[:3]
+    g = g.reshape(b, k * c, -1)
+    jacs = []
+    if "weight" in roles:
+        a = patches[:, 0]
+        jacs.append(torch.bmm(g, a, out=empty((b, k * c, a.shape[-1]), a)).view(b, k, -1))
+    if "bias" in roles:
+        jacs.append(g.sum(2).view(b, k, c))
+    return jacs
 
 
-def _output_grads(f: Tensor, outs: list[Tensor], k: int, rep: int = 1) -> list[Tensor]:
+def _output_grads(f: Tensor, outs: list[Tensor], k: int, sequential: bool) -> list[Tensor]:
     """``df_o/dz`` for every ``z`` in ``outs``, stacked over ``o`` as ``(B, K, *z.shape[1:])``.
 
     Examples are independent, so ``d(sum_n f_o(x_n))/dz_n = df_o(x_n)/dz_n`` for each ``n``:
     one backward pass per output unit, batched over the units by ``is_grads_batched`` (one
-    pass of ``K``-times wider matrix products) when every op has a batching rule. ``rep = K``:
-    the forward pass ran on ``K`` copies of each example (``f`` is ``(B K, K)``), and one
-    ordinary backward pass of ``sum_{n,o} f_o(x_n copy o)`` gives the same.
+    pass of ``K``-times wider matrix products) unless ``sequential`` or an op has no
+    batching rule, else one after another on the same graph.
     """
     if not outs:
         return []
     with torch.enable_grad():  # also under a caller's torch.no_grad()
-        if rep > 1:
-            n = f.shape[0] // rep
-            select = torch.eye(k, dtype=f.dtype, device=f.device).repeat(n, 1)
-            gs = torch.autograd.grad(f, outs, select, allow_unused=True)
-            return [torch.zeros((n, k, *z.shape[1:]), dtype=z.dtype, device=z.device)
-                    if g is None else g.view(n, k, *z.shape[1:])
-                    for z, g in zip(outs, gs, strict=True)]
-        try:
-            eye = torch.eye(k, dtype=f.dtype, device=f.device)
-            gs = torch.autograd.grad(f, outs, eye.unsqueeze(1).expand(k, *f.shape),
-                                     retain_graph=True, allow_unused=True,
-                                     is_grads_batched=True)
-            return [torch.zeros((z.shape[0], k, *z.shape[1:]), dtype=z.dtype, device=z.device)
-                    if g is None else g.transpose(0, 1) for z, g in zip(outs, gs, strict=True)]
-        except RuntimeError:
-            pass
-        grads: list[list[Tensor]] = [[] for _ in outs]
+        if not sequential:
+            try:
+                eye = torch.eye(k, dtype=f.dtype, device=f.device)
+                gs = torch.autograd.grad(f, outs, eye.unsqueeze(1).expand(k, *f.shape),
+                                         retain_graph=True, allow_unused=True,
+                                         is_grads_batched=True)
+                return [torch.zeros((z.shape[0], k, *z.shape[1:]), dtype=z.dtype,
+                                    device=z.device)
+                        if g is None else g.transpose(0, 1)
+                        for z, g in zip(outs, gs, strict=True)]
+            except RuntimeError:
+                pass
+        grads = [zeros((z.shape[0], k, *z.shape[1:]), z) for z in outs]
         for o in range(k):
             gs = torch.autograd.grad(f[:, o].sum(), outs, retain_graph=o < k - 1,
                                      allow_unused=True)
-            for acc, z, g in zip(grads, outs, gs, strict=True):
-                acc.append(torch.zeros_like(z) if g is None else g)
-    return [torch.stack(acc, dim=1) for acc in grads]
+            for acc, g in zip(grads, gs, strict=True):
+                if g is not None:
+                    acc[:, o] = g
+    return grads
 
 
 def _columns(handler: Handler, m: nn.Module, feature: Tensor, roles: list[str]) -> Tensor:
