@@ -8,11 +8,14 @@ Methods: ntkit's ``auto`` (the strategy it picked in brackets), ``structured``,
 Jacobian contraction (``vmap(jacrev)`` + ``einsum``) and NTK-vector products
 (``vmap(vmap(vjp -> jvp))`` over pairs of examples), written here as the tutorial writes them.
 
-Each row runs in a fresh Python process: one warm-up call on 4 examples, then ``--repeats``
-timed calls (the median is reported; one call when the first takes over 20 s). Peak memory
-is that process's resident high-water mark (``VmHWM`` of ``/proc/self/status``) minus its
-resident size just before the first timed call, i.e. what the method itself allocated
-(torch's CPU allocations are invisible to tracemalloc). A method whose estimated memory
+Each row runs in a fresh Python process: one call on 4 examples (libraries, threads), then
+one call on all N examples that gives the peak memory and warms up (the process's first
+touch of its memory costs page faults, several times more on a virtual machine), then
+``--repeats`` timed calls, whose median is reported (the warm-up call's time instead when it
+takes over 20 s). Peak memory is the process's resident high-water mark (``VmHWM`` of
+``/proc/self/status``) during the full-size warm-up call minus its resident size just before
+it, i.e. what the method itself allocated (torch's CPU allocations are invisible to
+tracemalloc). A method whose estimated memory
 exceeds ``--max-gb`` is skipped (the tutorial's NTK-vector products vmap over all
 ``N1 N2 K`` pairs at once and need ``N1 N2 K P`` numbers). The anchor is the median time of
 one 4096x4096 float32 matmul in the same run; ``ratio`` is seconds / matmul seconds, which
@@ -121,19 +124,21 @@ def _child(spec: str) -> None:
     x = torch.randn(int(n), *shape, generator=torch.Generator().manual_seed(1))
     _call(method, net, x[:4], outputs)  # load libraries, start threads
     before = status_kb("VmRSS")
+    t = time.perf_counter()
+    _call(method, net, x, outputs)  # the peak memory, and a warm-up of the first touch
+    warm = time.perf_counter() - t
+    peak = (status_kb("VmHWM") - before) * 1024
     times = []
-    for _ in range(int(repeats)):
+    for _ in range(int(repeats) if warm <= 20 else 0):
         t = time.perf_counter()
         _call(method, net, x, outputs)
         times.append(time.perf_counter() - t)
-        if times[0] > 20:
-            break
     picked = ""
     if method == "auto":
         costs = choose_strategy(net, x, outputs=outputs)
         picked = min(costs, key=costs.get)
-    print(json.dumps({"seconds": statistics.median(times),
-                      "peak": (status_kb("VmHWM") - before) * 1024, "picked": picked}))
+    print(json.dumps({"seconds": statistics.median(times) if times else warm, "peak": peak,
+                      "picked": picked}))
 
 
 def _estimated_bytes(model: str, n: int, outputs: str, method: str) -> float:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ntkit.empirical import _pairs, empirical_ntk
+from ntkit.empirical import _blocks, _pairs, empirical_ntk
 
 F64 = torch.float64
 
@@ -93,3 +93,14 @@ def test_tiled_blocks_match_the_jacobian_strategy(deep_tiles, name, outputs):
     x2 = inputs(6, torch.Generator().manual_seed(2))
     assert _rel(empirical_ntk(model, x, x2, strategy="structured", outputs=outputs),
                 empirical_ntk(model, x, x2, strategy="jacobian", outputs=outputs)) < 1e-10
+
+
+@pytest.mark.parametrize(("outputs", "shape"), [("trace", (11, 11)), ("full", (11, 11, 3, 3)),
+                                                ("diagonal", (11, 11, 3))])
+def test_symmetrize_in_place_blocks_equals_the_whole_average(outputs, shape):
+    theta = torch.randn(shape, generator=torch.Generator().manual_seed(5), dtype=F64)
+    transpose = _blocks.transpose_block(theta, outputs)
+    expected = (theta + transpose) * 0.5
+    for block_elements in (1, 20, 10**6):  # blocks of 1, 4 or 2, and 11 examples
+        got = _blocks.symmetrize_(theta.clone(), outputs, block_elements)
+        assert torch.equal(got, expected)  # bit for bit, diagonal blocks included

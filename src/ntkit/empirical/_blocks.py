@@ -17,19 +17,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._memory import zeros
+from ._memory import empty
 
 __all__ = ["OUTPUTS", "contract_jacobians", "fill_blocks", "new_result", "reduce_full",
-           "transpose_block"]
+           "symmetrize_", "transpose_block"]
 
 OUTPUTS = ("trace", "full", "diagonal")
 
 
 def new_result(n1: int, n2: int, n_out: int, outputs: str, like: Tensor) -> Tensor:
-    """Zeros of the layout's shape, ``like``'s dtype and device."""
+    """An uninitialised buffer of the layout's shape, ``like``'s dtype and device, for
+    ``fill_blocks`` (which writes every entry; left untouched, it costs no memory)."""
     shape = {"trace": (n1, n2), "full": (n1, n2, n_out, n_out),
              "diagonal": (n1, n2, n_out)}[outputs]
-    return zeros(shape, like)
+    return empty(shape, like)
 
 
 def transpose_block(block: Tensor, outputs: str) -> Tensor:
@@ -39,6 +40,23 @@ def transpose_block(block: Tensor, outputs: str) -> Tensor:
     if outputs == "diagonal":
         return block.permute(1, 0, 2)
     return block.T
+
+
+def symmetrize_(theta: Tensor, outputs: str, block_elements: int = 1 << 20) -> Tensor:
+    """``theta = (theta + theta^T) / 2`` in place (``^T``: ``transpose_block``), so that the
+    result is symmetric bit for bit (addition commutes), block by block: temporaries of about
+    ``block_elements`` numbers rather than two of the kernel's size."""
+    n = theta.shape[0]
+    per_pair = theta[0, 0].numel()
+    b = max(1, min(n, int((block_elements / per_pair) ** 0.5)))
+    for i in range(0, n, b):
+        for j in range(i, n, b):
+            upper = theta[i:i + b, j:j + b]
+            lower = theta[j:j + b, i:i + b]
+            mean = (upper + transpose_block(lower, outputs)).mul_(0.5)
+            upper.copy_(mean)
+            lower.copy_(transpose_block(mean, outputs))
+    return theta
 
 
 def reduce_full(full: Tensor, outputs: str) -> Tensor:
@@ -75,6 +93,9 @@ def fill_blocks(out: Tensor, x1: Tensor, x2: Tensor | None, *, block: int,
     n1, n2 = x1.shape[0], xb.shape[0]
     same = right is None
     right = left if right is None else right
+    if n1 <= block and n2 <= block:  # one block: its pair is the kernel (``out`` unused)
+        s1 = left(x1)
+        return pair(s1, s1 if x2 is None and same else right(xb)).contiguous()
     cache: dict[int, Any] = {}
 
     def right_state(j: int) -> Any:

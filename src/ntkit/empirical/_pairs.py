@@ -13,11 +13,11 @@ accumulated in place into one buffer in the layout of a matrix product, permuted
 
 A block against itself (``x2=None``) is a symmetric matrix in each layout, so only its upper
 triangle of tiles is computed: rows of examples are halved recursively, each off-diagonal
-tile is one product of the two halves, and the lower triangle is its mirror image
-(``empirical_ntk`` then symmetrises exactly). Each halving saves a quarter, an eighth, ... of
-the multiply-adds (``17/32`` of the full product after four) but adds products and copies,
-so a block is halved only while the off-diagonal products stay large (``_depth``): a
-``syrk`` in spirit, in large GEMMs.
+tile is one product of the two halves, the lower triangle is its mirror image, and each
+diagonal leaf is averaged with its transpose, so that the block is symmetric bit for bit.
+Each halving saves a quarter, an eighth, ... of the multiply-adds (``17/32`` of the full
+product after four) but adds products and copies, so a block is halved only while the
+off-diagonal products stay large (``_depth``): a ``syrk`` in spirit, in large GEMMs.
 
 A Gram-route layer whose output gradient is the same for every example (the last
 ``nn.Linear`` of a network: ``G = I``) contributes ``(A1 A2^T) ⊗ (G G^T)``; its ``K x K``
@@ -26,10 +26,12 @@ factor is computed once per block, not per pair of examples.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ._memory import zeros
+from ._memory import empty, zeros
 
 __all__ = ["pair_block", "upper_tiles"]
 
@@ -87,11 +89,26 @@ def _input_gram(kind: str, a1: Tensor, a2: Tensor, dtype: torch.dtype) -> Tensor
     return a1.reshape(-1, a1.shape[-1]) @ a2.reshape(-1, a2.shape[-1]).T
 
 
+class _Workspace:
+    """One buffer, reused by the Gram-route products of a block pair: a fresh buffer of the
+    kernel's size per product would page-fault anew each time."""
+
+    def __init__(self, like: Tensor):
+        self.like, self.buf = like, None
+
+    def take(self, *shape: int) -> Tensor:
+        n = math.prod(shape)
+        if self.buf is None or self.buf.numel() < n:
+            self.buf = empty((n,), self.like)
+        return self.buf[:n].view(shape)
+
+
 def _add_gram(view: Tensor, ga: Tensor, g1: Tensor, g2: Tensor, const: Tensor | None,
-              outputs: str) -> None:
+              outputs: str, ws: _Workspace | None = None) -> None:
     """``view += sum_{s,s'} (a_s . a'_s') (g_s . g'_s')`` given the input Gram ``ga``
     ``(T1 S1, T2 S2)`` and gradients ``G (T, S, K, out)``; ``const``: ``G G^T`` (``K x K``)
-    when ``G`` is the same for every example and ``S = 1``."""
+    when ``G`` is the same for every example and ``S = 1``; ``ws``: where to put the
+    gradient Gram (else a new buffer)."""
     t1, r1, k, w = g1.shape
     t2, r2 = g2.shape[:2]
     if const is not None:
@@ -102,18 +119,22 @@ def _add_gram(view: Tensor, ga: Tensor, g1: Tensor, g2: Tensor, const: Tensor | 
         else:
             view.addcmul_(const.diagonal().view(k, 1, 1), ga.view(1, t1, t2))
         return
+    ws = _Workspace(view) if ws is None else ws
     if outputs == "trace":
-        gg = g1.reshape(t1 * r1, k * w) @ g2.reshape(t2 * r2, k * w).T
+        gg = torch.mm(g1.reshape(t1 * r1, k * w), g2.reshape(t2 * r2, k * w).T,
+                      out=ws.take(t1 * r1, t2 * r2))
         if r1 == r2 == 1:
             view.addcmul_(gg, ga)
         else:
             view.add_(gg.mul_(ga).view(t1, r1, t2, r2).sum((1, 3)))
     elif outputs == "diagonal":
         gg = torch.bmm(g1.permute(2, 0, 1, 3).reshape(k, t1 * r1, w),
-                       g2.permute(2, 3, 0, 1).reshape(k, w, t2 * r2))
+                       g2.permute(2, 3, 0, 1).reshape(k, w, t2 * r2),
+                       out=ws.take(k, t1 * r1, t2 * r2))
         view.add_(gg.mul_(ga).view(k, t1, r1, t2, r2).sum((2, 4)))
     else:
-        gg = g1.reshape(t1 * r1 * k, w) @ g2.reshape(t2 * r2 * k, w).T
+        gg = torch.mm(g1.reshape(t1 * r1 * k, w), g2.reshape(t2 * r2 * k, w).T,
+                      out=ws.take(t1 * r1 * k, t2 * r2 * k))
         if r1 == r2 == 1:
             view.view(t1, k, t2, k).addcmul_(gg.view(t1, k, t2, k), ga.view(t1, 1, t2, 1))
         else:
@@ -164,6 +185,7 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
         tiles = off + [(i0, i1, i0, i1) for i0, i1 in leaves]
     else:
         off, tiles = [], [(0, b1, 0, b2)]
+    ws = _Workspace(acc)
     for i0, i1, j0, j1 in tiles:
         view = _tile(acc, outputs, k, i0, i1, j0, j1)
         for jac1, jac2 in zip(jacs1, jacs2, strict=True):
@@ -172,13 +194,17 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
             if const is None:
                 r1, r2 = g1.shape[1], g2.shape[1]
                 ga_tile = ga[i0 * r1:i1 * r1, j0 * r2:j1 * r2]
-                _add_gram(view, ga_tile, g1[i0:i1], g2[j0:j1], None, outputs)
-    for i0, i1, j0, j1 in off:  # the lower triangle: mirror images (x2=None symmetrises)
-        _tile(acc, outputs, k, j0, j1, i0, i1).copy_(
-            _tile(acc, outputs, k, i0, i1, j0, j1).transpose(-1, -2))
+                _add_gram(view, ga_tile, g1[i0:i1], g2[j0:j1], None, outputs, ws)
     for ga, g1, g2, const in terms:  # elementwise terms, over the whole block at once
         if const is not None:
             _add_gram(acc, ga, g1, g2, const, outputs)
+    if same:  # exactly symmetric: the lower triangle mirrors the upper, leaves are averaged
+        for i0, i1, j0, j1 in off:
+            _tile(acc, outputs, k, j0, j1, i0, i1).copy_(
+                _tile(acc, outputs, k, i0, i1, j0, j1).transpose(-1, -2))
+        for i0, i1 in leaves:
+            leaf = _tile(acc, outputs, k, i0, i1, i0, i1)
+            leaf.copy_((leaf + leaf.transpose(-1, -2)).mul_(0.5))
     if outputs == "full":
         return acc.view(b1, k, b2, k).permute(0, 2, 1, 3)
     if outputs == "diagonal":
