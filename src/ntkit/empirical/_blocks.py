@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ._memory import empty
+from ._memory import empty, zeros
 
-__all__ = ["OUTPUTS", "contract_jacobians", "fill_blocks", "new_result", "reduce_full",
-           "symmetrize_", "transpose_block"]
+__all__ = ["OUTPUTS", "add_jacobian_products", "contract_jacobians", "fill_blocks",
+           "new_result", "reduce_full", "symmetrize_", "transpose_block"]
 
 OUTPUTS = ("trace", "full", "diagonal")
 
@@ -67,16 +66,40 @@ def reduce_full(full: Tensor, outputs: str) -> Tensor:
     return diag if outputs == "diagonal" else diag.sum(-1)
 
 
-def contract_jacobians(j1: Tensor, j2: Tensor, outputs: str) -> Tensor:
-    """Kernel block from per-example Jacobians ``(B1, K, P)`` and ``(B2, K, P)``."""
+def add_jacobian_products(acc: Tensor, j1: Tensor, j2: Tensor, outputs: str) -> None:
+    """``acc += <J1, J2>`` for Jacobians ``(B1, K, P)`` and ``(B2, K, P)``, ``acc`` in the
+    layout of one matrix product: ``(B1, B2)`` (trace), ``(B1 K, B2 K)`` (full, rows
+    ``(example, output unit)``) or ``(K, B1, B2)`` (diagonal)."""
     b1, k, p = j1.shape
     b2 = j2.shape[0]
     if outputs == "trace":
-        return j1.reshape(b1, k * p) @ j2.reshape(b2, k * p).T
+        acc.addmm_(j1.reshape(b1, k * p), j2.reshape(b2, k * p).T)
+    elif outputs == "full":
+        acc.addmm_(j1.reshape(b1 * k, p), j2.reshape(b2 * k, p).T)
+    else:
+        acc.baddbmm_(j1.transpose(0, 1), j2.permute(1, 2, 0))
+
+
+def product_layout(acc: Tensor, outputs: str, k: int) -> Tensor:
+    """The kernel block (a view) in the ``outputs`` layout from the product layout of
+    ``add_jacobian_products``."""
     if outputs == "full":
-        full = j1.reshape(b1 * k, p) @ j2.reshape(b2 * k, p).T
-        return full.view(b1, k, b2, k).permute(0, 2, 1, 3)
-    return torch.bmm(j1.transpose(0, 1), j2.permute(1, 2, 0)).permute(1, 2, 0)
+        return acc.view(acc.shape[0] // k, k, acc.shape[1] // k, k).permute(0, 2, 1, 3)
+    if outputs == "diagonal":
+        return acc.permute(1, 2, 0)
+    return acc
+
+
+def contract_jacobians(j1: list[Tensor], j2: list[Tensor], outputs: str) -> Tensor:
+    """Kernel block from per-example Jacobians, lists of ``(B1, K, P_i)`` and
+    ``(B2, K, P_i)`` (one product per pair: concatenating them would copy them)."""
+    b1, k = j1[0].shape[:2]
+    b2 = j2[0].shape[0]
+    shape = {"trace": (b1, b2), "full": (b1 * k, b2 * k), "diagonal": (k, b1, b2)}[outputs]
+    acc = zeros(shape, j1[0])
+    for a, b in zip(j1, j2, strict=True):
+        add_jacobian_products(acc, a, b, outputs)
+    return product_layout(acc, outputs, k)
 
 
 def fill_blocks(out: Tensor, x1: Tensor, x2: Tensor | None, *, block: int,

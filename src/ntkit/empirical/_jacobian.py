@@ -7,7 +7,6 @@ product of two blocks of Jacobians (``Theta(x, x') = J(x) J(x')^T``, in the layo
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
@@ -20,9 +19,10 @@ __all__ = ["jacobian_cost", "jacobian_ntk", "per_example_jacobians"]
 
 
 def per_example_jacobians(model: nn.Module, params: dict[str, Tensor],
-                          constants: dict[str, Tensor], x: Tensor) -> Tensor:
-    """``(B, K, P)``: the Jacobian of each example's outputs w.r.t. ``params`` (flattened and
-    concatenated in ``params``' order); every other tensor is held at ``constants``."""
+                          constants: dict[str, Tensor], x: Tensor) -> list[Tensor]:
+    """``[(B, K, P_i)]``: the Jacobian of each example's outputs w.r.t. each tensor of
+    ``params`` (flattened, in ``params``' order; not concatenated, which would copy them);
+    every other tensor is held at ``constants``."""
 
     def f(p: dict[str, Tensor], xi: Tensor) -> Tensor:
         # One example (features...) -> its K outputs; the model sees a batch of one.
@@ -30,7 +30,7 @@ def per_example_jacobians(model: nn.Module, params: dict[str, Tensor],
 
     jac = vmap(jacrev(f), in_dims=(None, 0))(params, x)
     b = x.shape[0]
-    return torch.cat([jac[k].reshape(b, jac[k].shape[1], -1) for k in params], dim=2)
+    return [jac[k].reshape(b, jac[k].shape[1], -1) for k in params]
 
 
 def jacobian_cost(pr: Probe, n1: int, n2: int, outputs: str) -> float:
@@ -50,8 +50,9 @@ def jacobian_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: s
     k, item = pr.n_out, pr.itemsize
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    # Per example: its Jacobian, the vmapped backward's copy of it, and K sets of activations.
-    per_example = item * k * (2 * pr.n_params + 2 * pr.activations)
+    # Per example: its Jacobian (the peak of a one-block call, measured) and K sets of
+    # activations for the vmapped backward.
+    per_example = item * k * (pr.n_params + 2 * pr.activations)
     per_pair = item * (k * k if outputs == "full" else k)
     bs = block_size(max(n1, n2), per_example=per_example, per_pair=per_pair,
                     max_memory=max_memory, batch_size=batch_size, strategy="jacobian")

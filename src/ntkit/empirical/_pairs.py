@@ -31,6 +31,7 @@ import math
 import torch
 from torch import Tensor
 
+from ._blocks import add_jacobian_products, product_layout
 from ._memory import empty, zeros
 
 __all__ = ["pair_block", "upper_tiles"]
@@ -67,18 +68,6 @@ def _tile(acc: Tensor, outputs: str, k: int, i0: int, i1: int, j0: int, j1: int)
     if outputs == "diagonal":
         return acc[:, i0:i1, j0:j1]
     return acc[i0:i1, j0:j1]
-
-
-def _add_jacobians(view: Tensor, j1: Tensor, j2: Tensor, outputs: str) -> None:
-    """``view += <J1, J2>`` for Jacobians ``(T1, K, P)`` and ``(T2, K, P)``."""
-    t1, k, p = j1.shape
-    t2 = j2.shape[0]
-    if outputs == "trace":
-        view.addmm_(j1.reshape(t1, k * p), j2.reshape(t2, k * p).T)
-    elif outputs == "full":
-        view.addmm_(j1.reshape(t1 * k, p), j2.reshape(t2 * k, p).T)
-    else:
-        view.baddbmm_(j1.transpose(0, 1), j2.permute(1, 2, 0))
 
 
 def _input_gram(kind: str, a1: Tensor, a2: Tensor, dtype: torch.dtype) -> Tensor:
@@ -189,7 +178,7 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
     for i0, i1, j0, j1 in tiles:
         view = _tile(acc, outputs, k, i0, i1, j0, j1)
         for jac1, jac2 in zip(jacs1, jacs2, strict=True):
-            _add_jacobians(view, jac1[i0:i1], jac2[j0:j1], outputs)
+            add_jacobian_products(view, jac1[i0:i1], jac2[j0:j1], outputs)
         for ga, g1, g2, const in terms:
             if const is None:
                 r1, r2 = g1.shape[1], g2.shape[1]
@@ -205,8 +194,4 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
         for i0, i1 in leaves:
             leaf = _tile(acc, outputs, k, i0, i1, i0, i1)
             leaf.copy_((leaf + leaf.transpose(-1, -2)).mul_(0.5))
-    if outputs == "full":
-        return acc.view(b1, k, b2, k).permute(0, 2, 1, 3)
-    if outputs == "diagonal":
-        return acc.permute(1, 2, 0)
-    return acc
+    return product_layout(acc, outputs, k)

@@ -322,7 +322,7 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
         else:
             jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
     if fb_params:
-        jacs.append(per_example_jacobians(model, fb_params, fb_constants, x))
+        jacs.extend(per_example_jacobians(model, fb_params, fb_constants, x))
     narrow = [j for j in jacs if j.shape[2] < _NARROW]
     if len(narrow) > 1:  # one product for all of them: many thin ones cost more than a copy
         jacs = [j for j in jacs if j.shape[2] >= _NARROW] + [torch.cat(narrow, dim=2)]
