@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ntkit.empirical import _blocks, _pairs, empirical_ntk
+from ntkit.empirical import _blocks, _pairs, _structured, empirical_ntk
 
 F64 = torch.float64
 
@@ -76,9 +76,12 @@ def test_upper_tiles_cover_the_upper_triangle_once():
                                                     for i0, i1 in leaves)
 
 
+@pytest.mark.parametrize("narrow", [1, 1024])  # 1: every convolution weight a LazyJacobian
 @pytest.mark.parametrize("outputs", ["trace", "full", "diagonal"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_tiled_blocks_match_the_jacobian_strategy(deep_tiles, name, outputs):
+def test_tiled_blocks_match_the_jacobian_strategy(deep_tiles, monkeypatch, name, outputs,
+                                                  narrow):
+    monkeypatch.setattr(_structured, "_NARROW", narrow)
     make, inputs = CASES[name]
     model = make()
     x = inputs(13, torch.Generator().manual_seed(1))

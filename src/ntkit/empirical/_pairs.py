@@ -156,7 +156,8 @@ def _depth(flops: float) -> int:
 def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
     """Kernel block of two states ``(x, grams, jacobians)`` (``x`` the block's inputs,
     ``grams`` a list of ``(kind, A, G, G G^T or None)``, ``jacobians`` a list of
-    ``(B, K, P_i)``) in the ``outputs`` layout; ``s2 is s1``: a block against itself."""
+    ``(B, K, P_i)`` or of ``LazyJacobian`` factors) in the ``outputs`` layout; ``s2 is s1``:
+    a block against itself."""
     x1, grams1, jacs1 = s1
     x2, grams2, jacs2 = s2
     same = s1 is s2
@@ -174,16 +175,21 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
         tiles = off + [(i0, i1, i0, i1) for i0, i1 in leaves]
     else:
         off, tiles = [], [(0, b1, 0, b2)]
-    ws = _Workspace(acc)
-    for i0, i1, j0, j1 in tiles:
-        view = _tile(acc, outputs, k, i0, i1, j0, j1)
-        for jac1, jac2 in zip(jacs1, jacs2, strict=True):
-            add_jacobian_products(view, jac1[i0:i1], jac2[j0:j1], outputs)
-        for ga, g1, g2, const in terms:
-            if const is None:
-                r1, r2 = g1.shape[1], g2.shape[1]
-                ga_tile = ga[i0 * r1:i1 * r1, j0 * r2:j1 * r2]
-                _add_gram(view, ga_tile, g1[i0:i1], g2[j0:j1], None, outputs, ws)
+    ws, lazy1, lazy2 = _Workspace(acc), _Workspace(acc), _Workspace(acc)
+    for jac1, jac2 in zip(jacs1, jacs2, strict=True):
+        if not isinstance(jac1, Tensor):  # a LazyJacobian: formed now, in a reused buffer
+            jac1 = jac1.form(lazy1.take(math.prod(jac1.shape)))
+            jac2 = jac1 if same else jac2.form(lazy2.take(math.prod(jac2.shape)))
+        for i0, i1, j0, j1 in tiles:
+            add_jacobian_products(_tile(acc, outputs, k, i0, i1, j0, j1), jac1[i0:i1],
+                                  jac2[j0:j1], outputs)
+    for ga, g1, g2, const in terms:
+        if const is not None:
+            continue
+        r1, r2 = g1.shape[1], g2.shape[1]
+        for i0, i1, j0, j1 in tiles:
+            _add_gram(_tile(acc, outputs, k, i0, i1, j0, j1), ga[i0 * r1:i1 * r1, j0 * r2:j1 * r2],
+                      g1[i0:i1], g2[j0:j1], None, outputs, ws)
     for ga, g1, g2, const in terms:  # elementwise terms, over the whole block at once
         if const is not None:
             _add_gram(acc, ga, g1, g2, const, outputs)

@@ -260,11 +260,15 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
                                     if n not in fb_params}}
     k = pr.n_out
 
-    def state(x: Tensor):
-        return _features(plan, model, params, constants, fb_params, fb_constants, x, k)
-
     bs = block_size(max(n1, n2), per_example=plan.per_example, per_pair=plan.per_pair,
                     max_memory=max_memory, batch_size=batch_size, strategy="structured")
+    # One block against itself: each state is contracted once, so a convolution's
+    # Jacobian can be formed when its products are due, all in one buffer.
+    lazy = x2 is None and bs >= n1
+
+    def state(x: Tensor):
+        return _features(plan, model, params, constants, fb_params, fb_constants, x, k, lazy)
+
     budget = DEFAULT_BUDGET if max_memory is None else max_memory
     out = new_result(n1, n2, k, outputs, x1)
     return fill_blocks(out, x1, x2, block=bs, left=state, right=None,
@@ -273,10 +277,11 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
 
 
 def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_constants,
-              x: Tensor, k: int):
+              x: Tensor, k: int, lazy: bool = False):
     """A block's state for ``pair_block``: ``(x, grams, jacobians)``, with Gram-route factors
     ``(kind, A, G, G G^T if G is the same for every example else None)`` and a list of the
-    Jacobians ``(B, K, P_i)`` of everything else (kept apart: concatenating would copy them)."""
+    Jacobians ``(B, K, P_i)`` of everything else (kept apart: concatenating would copy them);
+    ``lazy``: convolution weights' Jacobians as ``LazyJacobian`` factors instead."""
     n = x.shape[0]
     f, calls = _forward(model, params, constants, plan.modules, x)
     used = [(mid, i) for g in plan.groups for mid, i in g.calls]
@@ -301,7 +306,7 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
         if (g.route == "jacobian" and len(g.calls) == 1
                 and isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1):
             jacs.extend(_conv_jacobians(calls[g.calls[0][0]][g.calls[0][1]][0],
-                                        g_of[g.calls[0]], g.roles[id(m)]))
+                                        g_of[g.calls[0]], g.roles[id(m)], lazy))
             continue
         a_parts, g_parts = [], []
         for mid, i in g.calls:
@@ -329,19 +334,40 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
     return x, grams, jacs
 
 
-def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str]) -> list[Tensor]:
+def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str],
+                    lazy: bool = False) -> list[Tensor | LazyJacobian]:
     """Per-example gradients of one ungrouped convolution's ``roles`` from its patches
     ``(B, 1, S, in)`` and output gradient ``(B, K, out, *spatial)``: the weight's is one
-    batched product ``(B, K out, S) @ (B, S, in)``, the bias's the sum over positions."""
+    batched product ``(B, K out, S) @ (B, S, in)`` (``lazy``: its factors, if it is wide),
+    the bias's the sum over positions."""
     b, k, c = g.shape[:3]
     g = g.reshape(b, k * c, -1)
-    jacs = []
+    jacs: list[Tensor | LazyJacobian] = []
     if "weight" in roles:
-        a = patches[:, 0]
-        jacs.append(torch.bmm(g, a, out=empty((b, k * c, a.shape[-1]), a)).view(b, k, -1))
+        weight = LazyJacobian(g, patches[:, 0], k)
+        jacs.append(weight if lazy and weight.shape[2] >= _NARROW else weight.form())
     if "bias" in roles:
         jacs.append(g.sum(2).view(b, k, c))
     return jacs
+
+
+class LazyJacobian:
+    """A convolution weight's per-example gradients ``(B, K, out in)`` as the factors of one
+    batched product, formed when its kernel products are due (``pair_block``), into a buffer
+    that the next one reuses: one buffer instead of one per layer, whose first touch costs
+    page faults as long as the product."""
+
+    def __init__(self, g: Tensor, a: Tensor, k: int):
+        self.g, self.a, self.k = g, a, k  # (B, K out, S), (B, S, in)
+        b, rows, _ = g.shape
+        self.shape = (b, k, rows // k * a.shape[-1])
+
+    def form(self, buffer: Tensor | None = None) -> Tensor:
+        """The Jacobian, written into ``buffer`` (at least its size) or a new one."""
+        b, rows, inner = self.g.shape[0], self.g.shape[1], self.a.shape[-1]
+        n = b * rows * inner
+        out = empty((n,), self.a) if buffer is None else buffer[:n]
+        return torch.bmm(self.g, self.a, out=out.view(b, rows, inner)).view(self.shape)
 
 
 def _output_grads(f: Tensor, outs: list[Tensor], k: int, sequential: bool) -> list[Tensor]:
