@@ -129,6 +129,7 @@ def fill_blocks(out: Tensor, x1: Tensor, x2: Tensor | None, *, block: int,
             cache[j] = state
         return state
 
+    # At most two states are alive: each is dropped before the next one is computed.
     for i in range(0, n1, block):
         s1 = right_state(i) if (x2 is None and same) else left(x1[i:i + block])
         for j in range(i if x2 is None else 0, n2, block):
@@ -137,6 +138,8 @@ def fill_blocks(out: Tensor, x1: Tensor, x2: Tensor | None, *, block: int,
             out[i:i + block, j:j + block] = b
             if x2 is None and j != i:
                 out[j:j + block, i:i + block] = transpose_block(b, outputs)
+            s2 = b = None
+        s1 = None
         if x2 is None:
             cache.pop(i, None)  # row i of blocks is done; block i is never needed again
     return out
