@@ -358,7 +358,7 @@ class LazyJacobian:
     page faults as long as the product."""
 
     def __init__(self, g: Tensor, a: Tensor, k: int):
-        self.g, self.a, self.k = g, a, k  # (B, K out, S), (B, S, in)
+        self.g, self.a = g, a  # (B, K out, S), (B, S, in)
         b, rows, _ = g.shape
         self.shape = (b, k, rows // k * a.shape[-1])
 
