@@ -165,7 +165,11 @@ def test_symmetric_and_blocks_of_the_full_kernel(references, name, strategy):
 def test_batch_size_not_dividing_n(references, name, strategy):
     model, x, ref = references[name]
     for bs in (1, 3, 100):
-        _assert_rel_close(empirical_ntk(model, x, strategy=strategy, batch_size=bs), ref)
+        theta = empirical_ntk(model, x, strategy=strategy, batch_size=bs)
+        _assert_rel_close(theta, ref)
+        assert torch.equal(theta, theta.T)  # diagonal blocks too, bit for bit
+    full = empirical_ntk(model, x, strategy=strategy, batch_size=3, outputs="full")
+    assert torch.equal(full, full.permute(1, 0, 3, 2))
     rect = empirical_ntk(model, x[:5], x[1:], strategy=strategy, batch_size=2)
     _assert_rel_close(rect, ref[:5, 1:])
 

@@ -19,7 +19,8 @@ from torch import Tensor
 from ._memory import empty, zeros
 
 __all__ = ["OUTPUTS", "add_jacobian_products", "contract_jacobians", "fill_blocks",
-           "new_result", "reduce_full", "symmetrize_", "transpose_block"]
+           "new_result", "product_layout", "product_shape", "reduce_full", "symmetrize_",
+           "transpose_block"]
 
 OUTPUTS = ("trace", "full", "diagonal")
 
@@ -80,6 +81,12 @@ def add_jacobian_products(acc: Tensor, j1: Tensor, j2: Tensor, outputs: str) -> 
         acc.baddbmm_(j1.transpose(0, 1), j2.permute(1, 2, 0))
 
 
+def product_shape(b1: int, b2: int, k: int, outputs: str) -> tuple[int, ...]:
+    """Shape of the product layout of ``add_jacobian_products`` for blocks of ``b1`` and
+    ``b2`` examples and ``k`` output units."""
+    return {"trace": (b1, b2), "full": (b1 * k, b2 * k), "diagonal": (k, b1, b2)}[outputs]
+
+
 def product_layout(acc: Tensor, outputs: str, k: int) -> Tensor:
     """The kernel block (a view) in the ``outputs`` layout from the product layout of
     ``add_jacobian_products``."""
@@ -94,9 +101,7 @@ def contract_jacobians(j1: list[Tensor], j2: list[Tensor], outputs: str) -> Tens
     """Kernel block from per-example Jacobians, lists of ``(B1, K, P_i)`` and
     ``(B2, K, P_i)`` (one product per pair: concatenating them would copy them)."""
     b1, k = j1[0].shape[:2]
-    b2 = j2[0].shape[0]
-    shape = {"trace": (b1, b2), "full": (b1 * k, b2 * k), "diagonal": (k, b1, b2)}[outputs]
-    acc = zeros(shape, j1[0])
+    acc = zeros(product_shape(b1, j2[0].shape[0], k, outputs), j1[0])
     for a, b in zip(j1, j2, strict=True):
         add_jacobian_products(acc, a, b, outputs)
     return product_layout(acc, outputs, k)
@@ -104,21 +109,27 @@ def contract_jacobians(j1: list[Tensor], j2: list[Tensor], outputs: str) -> Tens
 
 def fill_blocks(out: Tensor, x1: Tensor, x2: Tensor | None, *, block: int,
                 left: Callable[[Tensor], Any], right: Callable[[Tensor], Any] | None,
-                pair: Callable[[Any, Any], Tensor], outputs: str, cache_right: bool) -> Tensor:
+                pair: Callable[[Any, Any], Tensor], outputs: str, cache_right: bool,
+                symmetric_pairs: bool = False) -> Tensor:
     """Fill ``out`` block by block with ``pair(left(x1 block), right(x2 block))``.
 
     ``right=None`` means the same state on both sides (then, for ``x2=None``, each block's
     state is computed once). ``x2=None``: only blocks on and above the diagonal are
-    contracted, the others are their transposes. ``cache_right``: keep the right states of
-    all blocks (computed once) rather than recomputing them for every row of blocks.
+    contracted, the others are their transposes, and the result is symmetric bit for bit:
+    each diagonal block is averaged with its transpose (``symmetrize_``) unless
+    ``symmetric_pairs`` says that ``pair`` already gives symmetric blocks for a block
+    against itself. ``cache_right``: keep the right states of all blocks (computed once)
+    rather than recomputing them for every row of blocks.
     """
     xb = x1 if x2 is None else x2
     n1, n2 = x1.shape[0], xb.shape[0]
     same = right is None
     right = left if right is None else right
+    mirror = x2 is None and not symmetric_pairs
     if n1 <= block and n2 <= block:  # one block: its pair is the kernel (``out`` unused)
         s1 = left(x1)
-        return pair(s1, s1 if x2 is None and same else right(xb)).contiguous()
+        theta = pair(s1, s1 if x2 is None and same else right(xb)).contiguous()
+        return symmetrize_(theta, outputs) if mirror else theta
     cache: dict[int, Any] = {}
 
     def right_state(j: int) -> Any:
@@ -138,6 +149,8 @@ def fill_blocks(out: Tensor, x1: Tensor, x2: Tensor | None, *, block: int,
             out[i:i + block, j:j + block] = b
             if x2 is None and j != i:
                 out[j:j + block, i:i + block] = transpose_block(b, outputs)
+            elif mirror:
+                symmetrize_(out[i:i + block, j:j + block], outputs)
             s2 = b = None
         s1 = None
         if x2 is None:

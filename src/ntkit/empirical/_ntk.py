@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._blocks import OUTPUTS, symmetrize_
+from ._blocks import OUTPUTS
 from ._checks import check_model, prepare_inputs
 from ._jacobian import jacobian_cost, jacobian_ntk
 from ._memory import check_max_memory
@@ -145,9 +145,7 @@ def empirical_ntk(
         theta = ntk_vp(model, x1, x2, **options)
     else:
         theta = structured_ntk(model, x1, x2, plan=plan, **options)
-    if x2 is None and strategy != "structured":  # structured blocks are symmetric already
-        theta = symmetrize_(theta, outputs)  # bit for bit: addition commutes
-    return theta.detach()
+    return theta.detach()  # for x2=None symmetric bit for bit (fill_blocks)
 
 
 def choose_strategy(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,

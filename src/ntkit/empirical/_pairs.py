@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._blocks import add_jacobian_products, product_layout
+from ._blocks import add_jacobian_products, product_layout, product_shape
 from ._memory import empty, zeros
 
 __all__ = ["pair_block", "upper_tiles"]
@@ -162,8 +162,7 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
     x2, grams2, jacs2 = s2
     same = s1 is s2
     b1, b2 = x1.shape[0], x2.shape[0]
-    shape = {"trace": (b1, b2), "full": (b1 * k, b2 * k), "diagonal": (k, b1, b2)}[outputs]
-    acc = zeros(shape, x1)
+    acc = zeros(product_shape(b1, b2, k, outputs), x1)
     terms = []
     for (kind, a1, g1, c1), (_, a2, g2, c2) in zip(grams1, grams2, strict=True):
         # G G^T factorises only when both blocks share the same constant G.

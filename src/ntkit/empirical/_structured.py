@@ -273,7 +273,8 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
     out = new_result(n1, n2, k, outputs, x1)
     return fill_blocks(out, x1, x2, block=bs, left=state, right=None,
                        pair=lambda a, b: pair_block(a, b, outputs, k), outputs=outputs,
-                       cache_right=(n2 + bs) * plan.per_example <= budget)
+                       cache_right=(n2 + bs) * plan.per_example <= budget,
+                       symmetric_pairs=True)  # pair_block mirrors a block against itself
 
 
 def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_constants,
