@@ -50,9 +50,10 @@ def jacobian_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: s
     k, item = pr.n_out, pr.itemsize
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    # Per example: its Jacobian (the peak of a one-block call, measured) and K sets of
-    # activations for the vmapped backward.
-    per_example = item * k * (pr.n_params + 2 * pr.activations)
+    # Per example: its Jacobian, the vmapped backward's gradient of the largest parameter
+    # while the next block's Jacobian is being made (measured), and K sets of activations.
+    largest = max((p.numel() for p in params.values()), default=0)
+    per_example = item * k * (pr.n_params + largest + 2 * pr.activations)
     per_pair = item * (k * k if outputs == "full" else k)
     bs = block_size(max(n1, n2), per_example=per_example, per_pair=per_pair,
                     max_memory=max_memory, batch_size=batch_size, strategy="jacobian")
