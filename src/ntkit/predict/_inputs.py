@@ -71,6 +71,15 @@ def times(t, like: Tensor) -> tuple[Tensor, bool]:
     return tt.to(like.device).reshape(-1), tt.ndim == 0
 
 
+def at_times(scalar: bool, fx_train: Tensor, fx_test: Tensor | None
+             ) -> tuple[Tensor, Tensor | None]:
+    """The outputs ``(T, ...)`` at the times of ``times``, without the time axis when ``t``
+    was a scalar."""
+    if not scalar:
+        return fx_train, fx_test
+    return fx_train[0], None if fx_test is None else fx_test[0]
+
+
 def regularizer(diag_reg, absolute: bool, k: Tensor) -> float:
     """The absolute ridge: ``diag_reg`` itself or ``diag_reg * mean(diag K)``
     (neural-tangents' ``diag_reg_absolute_scale``)."""

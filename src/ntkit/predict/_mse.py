@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..solve import PSDSolver, eigh
 from ._inputs import (
+    at_times,
     check_rate,
     kernel_and_targets,
     outputs,
@@ -100,10 +101,7 @@ class MSEPredictor:
             # f_test(t) = f_test(0) - K_td K^{-1} (1 - exp(-eta t K / y.size)) (f0 - y).
             c = evecs @ (phi1(evals, s)[:, :, None] * coef)  # (T, n, k)
             fx_test = ft0 - (kt @ c).reshape((-1,) + tuple(ft0.shape))
-        if scalar:
-            fx_train = fx_train[0]
-            fx_test = None if fx_test is None else fx_test[0]
-        return fx_train, fx_test
+        return at_times(scalar, fx_train, fx_test)
 
 
 def gradient_descent_mse(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .._checks import real_number
 from ..solve._checks import as_square
-from ._inputs import check_rate, kernel_and_targets, outputs, test_kernel, times
+from ._inputs import at_times, check_rate, kernel_and_targets, outputs, test_kernel, times
 from ._inputs import learning_rate as check_learning_rate
 
 __all__ = ["ODEPredictor", "gradient_descent", "max_learning_rate"]
@@ -142,10 +142,7 @@ class ODEPredictor:
         fx_test = None
         if kt is not None:
             fx_test = path[:, n * c: (n + m) * c].reshape((-1, m) + tuple(y.shape[1:]))
-        if scalar:
-            fx_train = fx_train[0]
-            fx_test = None if fx_test is None else fx_test[0]
-        return fx_train, fx_test
+        return at_times(scalar, fx_train, fx_test)
 
 
 def gradient_descent(
