@@ -439,3 +439,29 @@ def test_wide_twin_approaches_the_infinite_width_ntk():
     narrow = _wide_ntk_error(128, x, seeds)
     assert wide < 4.0 / math.sqrt(2048), (wide, narrow)
     assert wide < narrow / 2, (wide, narrow)  # 1/sqrt(n) predicts a factor of 4
+
+
+def test_output_units_independent_of_a_convolution():
+    # Output 0 reads only the convolution, output 1 only the dense layer: each output's
+    # backward pass gives the other head's layer a zero gradient, and no cross terms.
+    torch.manual_seed(6)
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+            self.dense = nn.Linear(16, 1)
+
+        def forward(self, x):
+            head0 = self.conv(x).tanh().flatten(1).sum(1, keepdim=True)
+            return torch.cat([head0, self.dense(x.flatten(1))], dim=1)
+
+    model = TwoHeads().double()
+    x = torch.randn(5, 1, 4, 4, dtype=torch.float64)
+    for outputs in ("full", "diagonal", "trace"):
+        ref = nk.empirical_ntk(model, x, strategy="jacobian", outputs=outputs)
+        got = nk.empirical_ntk(model, x, strategy="structured", outputs=outputs)
+        # float64 products of a handful of terms: agreement to rounding.
+        assert float((got - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
+    full = nk.empirical_ntk(model, x, strategy="structured", outputs="full")
+    assert float(full[:, :, 0, 1].abs().max()) == 0.0  # no shared parameters: no cross terms

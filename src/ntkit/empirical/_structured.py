@@ -42,7 +42,7 @@ from torch.func import functional_call
 from ._blocks import fill_blocks, new_result
 from ._factors import Handler, handler_for
 from ._jacobian import per_example_jacobians
-from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
+from ._memory import DEFAULT_BUDGET, block_size, empty
 from ._model import check_outputs, functional_tensors
 from ._pairs import pair_block
 from ._probe import Probe
@@ -394,12 +394,14 @@ def _output_grads(f: Tensor, outs: list[Tensor], k: int, sequential: bool) -> li
                         for z, g in zip(outs, gs, strict=True)]
             except RuntimeError:
                 pass
-        grads = [zeros((z.shape[0], k, *z.shape[1:]), z) for z in outs]
+        grads = [empty((z.shape[0], k, *z.shape[1:]), z) for z in outs]
         for o in range(k):
             gs = torch.autograd.grad(f[:, o].sum(), outs, retain_graph=o < k - 1,
                                      allow_unused=True)
             for acc, g in zip(grads, gs, strict=True):
-                if g is not None:
+                if g is None:  # f_o does not depend on this output
+                    acc[:, o].zero_()
+                else:
                     acc[:, o] = g
     return grads
 
