@@ -93,20 +93,28 @@ class _Conv(_Dense):
         reason = _batch_first(x, n, ndim=len(m.kernel_size) + 2)
         if reason:
             return reason
-        x = x.detach()
         mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
-        x = F.pad(x, m._reversed_padding_repeated_twice, mode=mode)
+        x = F.pad(x.detach(), m._reversed_padding_repeated_twice, mode=mode)
         k, s, d = m.kernel_size, m.stride, m.dilation
         if x.ndim == 3:  # Conv1d as a 1 x L image
             x, k, s, d = x.unsqueeze(2), (1, *k), (1, *s), (1, *d)
-        # Strided views, then one copy: (F.unfold is ~50x slower on CPU here.)
-        x = x.unfold(2, d[0] * (k[0] - 1) + 1, s[0]).unfold(3, d[1] * (k[1] - 1) + 1, s[1])
-        x = x[..., ::d[0], ::d[1]]  # (B, C_in, H_out, W_out, k_h, k_w)
-        rows = x.shape[2] * x.shape[3]
-        x = x.permute(0, 2, 3, 1, 4, 5)
-        patches = empty((n, rows, m.groups, x[0].numel() // (rows * m.groups)), x)
-        patches.view(x.shape).copy_(x)
-        return patches.transpose(1, 2)  # (B, groups, S, C_in / groups * k_h * k_w)
+        # Channels last, then every patch as a strided view and one copy: each patch row
+        # ``(k_w, C_in / groups)`` is one contiguous run when groups = 1. (Columns in the
+        # order (k_h, k_w, channel) rather than the weight's (channel, k_h, k_w): only inner
+        # products of columns are taken. F.unfold is ~50x slower on CPU here, and patches
+        # gathered channels first ~4x.)
+        x = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C_in)
+        b, h, w, c = x.shape
+        g = m.groups
+        out_h = (h - d[0] * (k[0] - 1) - 1) // s[0] + 1
+        out_w = (w - d[1] * (k[1] - 1) - 1) // s[1] + 1
+        view = x.as_strided((b, out_h, out_w, g, k[0], k[1], c // g),
+                            (h * w * c, s[0] * w * c, s[1] * c, c // g, d[0] * w * c, d[1] * c,
+                             1))
+        rows = out_h * out_w
+        patches = empty((b, rows, g, k[0] * k[1] * (c // g)), x)
+        patches.view(view.shape).copy_(view)
+        return patches.transpose(1, 2)  # (B, groups, S, k_h * k_w * C_in / groups)
 
     def scales(self, m):
         return 1.0, 1.0

@@ -39,6 +39,7 @@ __all__ = ["pair_block", "upper_tiles"]
 _MAX_DEPTH = 5  # halvings of a diagonal block
 _MIN_ROWS = 128  # no halving below this many rows of the product
 _MIN_TILE_FLOPS = 5e8  # no halving into off-diagonal products smaller than this
+_CHUNK = 24 << 20  # bytes of a lazily formed Jacobian per chunk of output units (see below)
 
 
 def upper_tiles(n: int, rows_per_example: int, max_depth: int = _MAX_DEPTH
@@ -153,6 +154,19 @@ def _depth(flops: float) -> int:
     return depth
 
 
+def _units_per_chunk(shape: tuple[int, int, int], itemsize: int) -> int:
+    """Output units of a lazily formed Jacobian ``(B, K, P)`` per chunk of ``_CHUNK`` bytes."""
+    b, k, p = shape
+    return max(1, min(k, _CHUNK // (itemsize * b * p)))
+
+
+def _add_products(acc: Tensor, tiles, j1: Tensor, j2: Tensor, outputs: str, k: int) -> None:
+    """``acc += <J1, J2>`` over ``tiles`` of examples (``add_jacobian_products``)."""
+    for i0, i1, j0, j1_ in tiles:
+        add_jacobian_products(_tile(acc, outputs, k, i0, i1, j0, j1_), j1[i0:i1], j2[j0:j1_],
+                              outputs)
+
+
 def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
     """Kernel block of two states ``(x, grams, jacobians)`` (``x`` the block's inputs,
     ``grams`` a list of ``(kind, A, G, G G^T or None)``, ``jacobians`` a list of
@@ -176,12 +190,19 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
         off, tiles = [], [(0, b1, 0, b2)]
     ws, lazy1, lazy2 = _Workspace(acc), _Workspace(acc), _Workspace(acc)
     for jac1, jac2 in zip(jacs1, jacs2, strict=True):
-        if not isinstance(jac1, Tensor):  # a LazyJacobian: formed now, in a reused buffer
-            jac1 = jac1.form(lazy1.take(math.prod(jac1.shape)))
-            jac2 = jac1 if same else jac2.form(lazy2.take(math.prod(jac2.shape)))
-        for i0, i1, j0, j1 in tiles:
-            add_jacobian_products(_tile(acc, outputs, k, i0, i1, j0, j1), jac1[i0:i1],
-                                  jac2[j0:j1], outputs)
+        if isinstance(jac1, Tensor):
+            _add_products(acc, tiles, jac1, jac2, outputs, k)
+            continue
+        # A LazyJacobian: formed now, in a reused buffer; without cross terms between output
+        # units (trace, diagonal), a few units at a time into a small one (first writes to
+        # fresh memory cost page faults, about as much as forming the Jacobian).
+        step = k if outputs == "full" else _units_per_chunk(jac1.shape, acc.element_size())
+        for u in range(0, k, step):
+            units = slice(u, min(k, u + step))
+            j1 = jac1.form(lazy1.take(b1 * step * jac1.shape[2]), units)
+            j2 = j1 if same else jac2.form(lazy2.take(b2 * step * jac2.shape[2]), units)
+            _add_products(acc if outputs != "diagonal" else acc[units], tiles, j1, j2,
+                          outputs, k)
     for ga, g1, g2, const in terms:
         if const is not None:
             continue
