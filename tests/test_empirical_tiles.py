@@ -74,6 +74,12 @@ def test_upper_tiles_cover_the_upper_triangle_once():
             assert torch.equal(cover.triu(), torch.ones(n, n, dtype=torch.int64).triu())
             assert int(cover.tril(-1).sum()) == sum((i1 - i0) * (i1 - i0 - 1) // 2
                                                     for i0, i1 in leaves)
+            strips = torch.zeros(n, n, dtype=torch.int64)  # the same cells, in fewer products
+            for i0, i1, j0, j1 in _pairs._strips(off, leaves):
+                strips[i0:i1, j0:j1] += 1
+            assert torch.equal(strips, cover)
+            if n == 64 and depth:  # a complete tree: every other leaf joins a strip
+                assert len(_pairs._strips(off, leaves)) == len(off) + len(leaves) // 2
 
 
 # narrow=1: every convolution weight a LazyJacobian, formed one output unit at a time
