@@ -61,7 +61,7 @@ def deep_tiles(monkeypatch):
     monkeypatch.setattr(_pairs, "_MIN_ROWS", 1)
 
 
-def test_upper_tiles_cover_the_upper_triangle_once():
+def test_upper_tiles_cover_the_upper_triangle_once(deep_tiles):
     for n in (1, 2, 7, 13, 64):
         for depth in range(6):
             off, leaves = _pairs.upper_tiles(n, 1, depth)
@@ -78,7 +78,7 @@ def test_upper_tiles_cover_the_upper_triangle_once():
             for i0, i1, j0, j1 in _pairs._strips(off, leaves):
                 strips[i0:i1, j0:j1] += 1
             assert torch.equal(strips, cover)
-            if n == 64 and depth:  # a complete tree: every other leaf joins a strip
+            if n == 64 and off:  # a complete tree: every other leaf joins a strip
                 assert len(_pairs._strips(off, leaves)) == len(off) + len(leaves) // 2
 
 
