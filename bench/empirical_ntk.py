@@ -21,6 +21,10 @@ exceeds ``--max-gb`` is skipped (the tutorial's NTK-vector products vmap over al
 one 4096x4096 float32 matmul in the same run; ``ratio`` is seconds / matmul seconds, which
 compares across machines. neural-tangents 0.6.5 (JAX, jit, CPU) on the reference machine
 (matmul 0.8 s), N = 256: MLP full 0.12 s (structured), CNN full 1.9 s, CNN trace 0.63 s.
+Last, ``auto`` against the tutorial's faster method: how many times faster, and at most how
+many times faster its implementation could be: the FLOPs that its products and
+convolutions execute (counted once more under torch's FlopCounterMode, after the timings)
+at the anchor's rate would take the whole time.
 
     python bench/empirical_ntk.py [--quick] [--n 64,256] [--repeats 3]
 """
@@ -37,6 +41,7 @@ import time
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 import ntkit
 from _common import matmul_seconds, status_kb
@@ -133,12 +138,32 @@ def _child(spec: str) -> None:
         t = time.perf_counter()
         _call(method, net, x, outputs)
         times.append(time.perf_counter() - t)
-    picked = ""
+    picked, flops = "", None
     if method == "auto":
         costs = choose_strategy(net, x, outputs=outputs)
         picked = min(costs, key=costs.get)
+        flops = counted_flops(lambda: _call(method, net, x, outputs))
     print(json.dumps({"seconds": statistics.median(times) if times else warm, "peak": peak,
-                      "picked": picked}))
+                      "picked": picked, "flops": flops}))
+
+
+def counted_flops(fn) -> float:
+    """Multiply-adds x 2 of the matrix products and convolutions that ``fn()`` runs (torch's
+    FlopCounterMode, which leaves out the in-place ``addmm_`` and ``baddbmm_`` that the
+    structured strategy accumulates its products with; they are counted here). At the
+    anchor's rate, a floor for the time of that implementation."""
+    aten = torch.ops.aten
+
+    def addmm_(out, a, b, *args, **kwargs):
+        return 2 * a[0] * a[1] * b[1]
+
+    def baddbmm_(out, a, b, *args, **kwargs):
+        return 2 * a[0] * a[1] * a[2] * b[2]
+
+    with FlopCounterMode(display=False, custom_mapping={aten.addmm_: addmm_,
+                                                        aten.baddbmm_: baddbmm_}) as counter:
+        fn()
+    return float(counter.get_total_flops())
 
 
 def _estimated_bytes(model: str, n: int, outputs: str, method: str) -> float:
@@ -197,12 +222,15 @@ def main() -> None:
               f"{'peak MB':>8} {'ratio':>8}")
     print(header)
     print("-" * len(header))
+    rate = 2 * 4096**3 / matmul
+    found = {}
     for model in MODELS:
         for n in sizes:
             for outputs in ("trace", "full"):
                 for method in methods:
                     r = _row(model, n, outputs, method, repeats, timeout,
                              args.max_gb * 2**30)
+                    found[model, n, outputs, method] = r
                     name = method + (f" [{r['picked']}]" if r.get("picked") else "")
                     if "skipped" in r:
                         print(f"{model:<5} {n:>4} {outputs:<7} {name:<28} "
@@ -214,6 +242,35 @@ def main() -> None:
     print()
     print("neural-tangents 0.6.5 structured, N=256, matmul 0.8 s: MLP full 0.12 s (ratio "
           "0.15), CNN full 1.9 s (2.4), CNN trace 0.63 s (0.79)")
+    _speedups(found, rate)
+
+
+def _speedups(found: dict, rate: float) -> None:
+    """``auto`` against the tutorial's faster method, and the most that ``auto``'s
+    implementation could reach: the tutorial's time over the time of ``auto``'s counted
+    FLOPs at the anchor's rate (every product at the speed of the 4096^2 matmul, and
+    nothing else costing time)."""
+    lines = []
+    for (model, n, outputs, method), r in found.items():
+        if method != "auto" or "seconds" not in r:
+            continue
+        tutorial = [found.get((model, n, outputs, m), {}).get("seconds")
+                    for m in ("tutorial-jacobian", "tutorial-ntk-vp")]
+        tutorial = [t for t in tutorial if t is not None]
+        if not tutorial:
+            continue
+        best = min(tutorial)
+        line = f"{model} N={n} {outputs}: {best / r['seconds']:.2f}x faster than the tutorial"
+        if r.get("flops"):
+            floor = r["flops"] / rate
+            line += (f"; its {r['flops']:.3g} FLOPs take {floor:.3f} s at the anchor's "
+                     f"rate, so at most {best / floor:.2f}x")
+        lines.append(line)
+    if lines:
+        print()
+        print("auto against the tutorial's faster method:")
+        for line in lines:
+            print("  " + line)
 
 
 if __name__ == "__main__":
