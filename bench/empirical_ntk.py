@@ -168,12 +168,13 @@ def counted_flops(fn) -> float:
 
 def _estimated_bytes(model: str, n: int, outputs: str, method: str) -> float:
     make, _ = MODELS[model]
-    p = sum(q.numel() for q in make().parameters())
+    sizes = [q.numel() for q in make().parameters()]
+    p = sum(sizes)
     k = 10
     if method == "tutorial-ntk-vp":
         return 4.0 * n * n * k * p
-    if method in ("tutorial-jacobian",):
-        return 4.0 * 2 * 2 * n * k * p
+    if method in ("tutorial-jacobian",):  # both Jacobians, and one parameter's in the making
+        return 4.0 * n * k * (2 * p + max(sizes))
     return 1.5 * 2**30  # ntkit's strategies: 1 GiB working-memory budget by default
 
 
@@ -200,9 +201,10 @@ def main() -> None:
     parser.add_argument("--n", default="64,256")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row")
-    parser.add_argument("--max-gb", type=float, default=12.0,
+    parser.add_argument("--max-gb", type=float, default=20.0,
                         help="skip methods estimated to need more memory than this")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -224,7 +226,7 @@ def main() -> None:
     print("-" * len(header))
     rate = 2 * 4096**3 / matmul
     found = {}
-    for model in MODELS:
+    for model in args.models.split(","):
         for n in sizes:
             for outputs in ("trace", "full"):
                 for method in methods:
