@@ -146,6 +146,20 @@ def test_agrees_with_explicit_jacobian_product(references, name, strategy, outpu
     _assert_rel_close(rect, ref[:2, 1:])
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_structured_reads_images_in_any_memory_layout(references, layout):
+    # Convolution patches are gathered by strides from a channels-last copy: the input's own
+    # layout (channels last, or a strided slice of a larger batch) must not matter.
+    model, x, full = references["cnn-stride-padding-groups"]
+    if layout == "channels_last":
+        x_in = x.to(memory_format=torch.channels_last)
+        assert not x_in.is_contiguous()
+    else:
+        x_in = torch.stack([2 * x, x], dim=1)[:, 1]  # every other example of a batch
+        assert not x_in.is_contiguous() and x_in.storage_offset() > 0
+    _assert_rel_close(empirical_ntk(model, x_in, strategy="structured", outputs="full"), full)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_params_select_names_modules_and_predicates(references, strategy):
     model, x, _ = references["residual-layernorm"]
