@@ -37,10 +37,12 @@ from ._memory import empty, zeros
 
 __all__ = ["pair_block", "upper_tiles"]
 
-# Measured on the benchmark's CNN and MLP (N = 256, 2 cores): 64 rows and 1e8 FLOPs gave
-# 2-10 % faster full kernels than 128 rows and 5e8, and the same for trace.
+# Measured on the benchmark's CNN and MLP (N = 256, 2 cores): full kernels (10 rows per
+# example) ran 1-2 % (CNN) and 10 % (MLP) faster with leaves of 80 rows than of 160; for
+# trace kernels, leaves of 64 rows against 128 made no difference beyond the +-5 % noise
+# between processes, so they stay at 128.
 _MAX_DEPTH = 6  # halvings of a diagonal block
-_MIN_ROWS = 64  # no halving below this many rows of the product
+_MIN_ROWS = 80  # no halving into halves of fewer rows of the product than this
 _MIN_TILE_FLOPS = 1e8  # no halving into off-diagonal products smaller than this
 _CHUNK = 24 << 20  # bytes of a lazily formed Jacobian per chunk of output units (see below)
 
