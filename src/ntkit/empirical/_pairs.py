@@ -184,8 +184,8 @@ def _units_per_chunk(shape: tuple[int, int, int], itemsize: int) -> int:
 
 def _add_products(acc: Tensor, tiles, j1: Tensor, j2: Tensor, outputs: str, k: int) -> None:
     """``acc += <J1, J2>`` over ``tiles`` of examples (``add_jacobian_products``)."""
-    for i0, i1, j0, j1_ in tiles:
-        add_jacobian_products(_tile(acc, outputs, k, i0, i1, j0, j1_), j1[i0:i1], j2[j0:j1_],
+    for r0, r1, c0, c1 in tiles:
+        add_jacobian_products(_tile(acc, outputs, k, r0, r1, c0, c1), j1[r0:r1], j2[c0:c1],
                               outputs)
 
 
