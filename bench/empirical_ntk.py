@@ -26,7 +26,7 @@ many times faster its implementation could be: the FLOPs that its products and
 convolutions execute (counted once more under torch's FlopCounterMode, after the timings)
 at the anchor's rate would take the whole time.
 
-    python bench/empirical_ntk.py [--quick] [--n 64,256] [--repeats 3]
+    python bench/empirical_ntk.py [--quick] [--n 64,256] [--repeats 3] [--models MLP,CNN]
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def _estimated_bytes(model: str, n: int, outputs: str, method: str) -> float:
     k = 10
     if method == "tutorial-ntk-vp":
         return 4.0 * n * n * k * p
-    if method in ("tutorial-jacobian",):  # both Jacobians, and one parameter's in the making
+    if method == "tutorial-jacobian":  # both Jacobians, and one parameter's in the making
         return 4.0 * n * k * (2 * p + max(sizes))
     return 1.5 * 2**30  # ntkit's strategies: 1 GiB working-memory budget by default
 
