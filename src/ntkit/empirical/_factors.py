@@ -102,7 +102,7 @@ class _Conv(_Dense):
         # ``(k_w, C_in / groups)`` is one contiguous run when groups = 1. (Columns in the
         # order (k_h, k_w, channel) rather than the weight's (channel, k_h, k_w): only inner
         # products of columns are taken. F.unfold is ~50x slower on CPU here, and patches
-        # gathered channels first ~4x.)
+        # gathered channels first ~6x: 10.5 ms against 1.6 for 256 examples of 32 x 8 x 8.)
         x = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C_in)
         b, h, w, c = x.shape
         g = m.groups
