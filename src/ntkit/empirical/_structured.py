@@ -42,7 +42,7 @@ from torch.func import functional_call
 from ._blocks import fill_blocks, new_result
 from ._factors import Handler, handler_for
 from ._jacobian import per_example_jacobians
-from ._memory import DEFAULT_BUDGET, block_size, empty
+from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
 from ._model import check_outputs, functional_tensors
 from ._pairs import pair_block
 from ._probe import Probe
@@ -399,10 +399,8 @@ def _output_grads(f: Tensor, outs: list[Tensor], k: int, sequential: bool) -> li
                 gs = torch.autograd.grad(f, outs, eye.unsqueeze(1).expand(k, *f.shape),
                                          retain_graph=True, allow_unused=True,
                                          is_grads_batched=True)
-                return [torch.zeros((z.shape[0], k, *z.shape[1:]), dtype=z.dtype,
-                                    device=z.device)
-                        if g is None else g.transpose(0, 1)
-                        for z, g in zip(outs, gs, strict=True)]
+                return [zeros((z.shape[0], k, *z.shape[1:]), z) if g is None
+                        else g.transpose(0, 1) for z, g in zip(outs, gs, strict=True)]
             except RuntimeError:
                 pass
         grads = [empty((z.shape[0], k, *z.shape[1:]), z) for z in outs]
