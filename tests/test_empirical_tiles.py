@@ -61,25 +61,32 @@ def deep_tiles(monkeypatch):
     monkeypatch.setattr(_pairs, "_MIN_ROWS", 1)
 
 
-def test_upper_tiles_cover_the_upper_triangle_once(deep_tiles):
+@pytest.mark.parametrize("outputs", ["trace", "full", "diagonal"])
+def test_triangle_tiles_cover_the_upper_triangle_once_and_rebuild_the_block(outputs):
+    k = 3
+    rows = k if outputs == "full" else 1
     for n in (1, 2, 7, 13, 64):
         for depth in range(6):
-            off, leaves = _pairs.upper_tiles(n, 1, depth)
+            if n >> depth == 0:
+                continue
+            # A symmetric block in the ``outputs`` layout, and its product layout.
+            theta = torch.randn(_blocks.new_result(n, n, k, outputs, torch.ones(1)).shape,
+                                generator=torch.Generator().manual_seed(n + depth), dtype=F64)
+            theta = (theta + _blocks.transpose_block(theta, outputs)) / 2
+            product = (theta.permute(0, 2, 1, 3).reshape(n * k, n * k) if outputs == "full"
+                       else theta.permute(2, 0, 1) if outputs == "diagonal" else theta)
+            grid = _pairs._Triangle(n, rows, depth, (k,) if outputs == "diagonal" else (),
+                                    theta)
             cover = torch.zeros(n, n, dtype=torch.int64)
-            for i0, i1, j0, j1 in off:
-                assert i1 <= j0
+            for i0, i1, j0, j1, view in grid.tiles():
                 cover[i0:i1, j0:j1] += 1
-            for i0, i1 in leaves:
-                cover[i0:i1, i0:i1] += 1
-            assert torch.equal(cover.triu(), torch.ones(n, n, dtype=torch.int64).triu())
-            assert int(cover.tril(-1).sum()) == sum((i1 - i0) * (i1 - i0 - 1) // 2
-                                                    for i0, i1 in leaves)
-            strips = torch.zeros(n, n, dtype=torch.int64)  # the same cells, in fewer products
-            for i0, i1, j0, j1 in _pairs._strips(off, leaves):
-                strips[i0:i1, j0:j1] += 1
-            assert torch.equal(strips, cover)
-            if n == 64 and off:  # a complete tree: every other leaf joins a strip
-                assert len(_pairs._strips(off, leaves)) == len(off) + len(leaves) // 2
+                view.copy_(product[..., i0 * rows:i1 * rows, j0 * rows:j1 * rows])
+            # No cell twice, every pair {i, j} at least once (leaves and the strip of the
+            # last n mod 2^depth examples hold both (i, j) and (j, i) of some pairs).
+            assert int(cover.max()) == 1
+            assert bool(((cover + cover.T) > 0).all())
+            assert len(grid.tiles()) == 2 ** (depth + 1) - 1 + (n % 2 ** depth > 0)
+            assert torch.equal(grid.result(outputs, k), theta)  # each tile in its place
 
 
 # narrow=1: every convolution weight a LazyJacobian, formed one output unit at a time

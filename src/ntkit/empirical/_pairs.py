@@ -12,13 +12,15 @@ accumulated in place into one buffer in the layout of a matrix product, permuted
 - ``"diagonal"``: ``(K, B1, B2)``, a batch of products over output units.
 
 A block against itself (``x2=None``) is a symmetric matrix in each layout, so only its upper
-triangle of tiles is computed: rows of examples are halved recursively, each off-diagonal
-tile is one product of the two halves, the lower triangle is its mirror image, and each
-diagonal leaf is averaged with its transpose, so that the block is symmetric bit for bit.
-Each halving saves a quarter, an eighth, ... of the multiply-adds (``33/64`` of the full
-product after five) but adds products and copies, so a block is halved only while the
-products stay large (``_depth``, ``_MIN_ROWS``): a ``syrk`` in spirit, in large GEMMs. The
-deepest off-diagonal tile and the leaf beside it are one product (``_strips``).
+triangle is computed (``_Triangle``): its rows of examples are halved ``depth`` times, each
+diagonal block's two halves make one off-diagonal tile, the tiles of one level are one
+batched product (``baddbmm``: MKL runs its GEMMs one per thread, faster than splitting
+small ones between threads), and the output is written once from the tiles: the lower
+triangle as the mirror image of the upper, each diagonal leaf averaged with its transpose,
+so that the block is symmetric bit for bit. Each halving saves a quarter, an eighth, ... of
+the multiply-adds (``33/64`` of the full product after five) but makes smaller GEMMs, so a
+block is halved only while the leaves keep ``_MIN_ROWS`` rows and the tiles are large
+(``_depth``): a ``syrk`` in spirit, in large GEMMs.
 
 A Gram-route layer whose output gradient is the same for every example (the last
 ``nn.Linear`` of a network: ``G = I``) contributes ``(A1 A2^T) ⊗ (G G^T)``; its ``K x K``
@@ -32,48 +34,26 @@ import math
 import torch
 from torch import Tensor
 
-from ._blocks import add_jacobian_products, product_layout, product_shape
+from ._blocks import (
+    add_jacobian_products,
+    new_result,
+    product_layout,
+    product_shape,
+    transpose_block,
+)
 from ._memory import empty, zeros
 
-__all__ = ["pair_block", "upper_tiles"]
+__all__ = ["pair_block"]
 
-# Measured on the benchmark's CNN and MLP (N = 256, 2 cores): full kernels (10 rows per
-# example) ran 1-2 % (CNN) and 10 % (MLP) faster with leaves of 80 rows than of 160; for
-# trace kernels, leaves of 64 rows against 128 made no difference beyond the +-5 % noise
-# between processes, so they stay at 128.
+# Measured on the benchmark's CNN (N = 256, 2 cores, median of 10 interleaved calls): leaves
+# of 32, 64 or 128 rows for trace kernels (256 x 18432 chunks) and of 40, 80 or 160 rows for
+# full ones (2560 x 9216) were within the +-4 % noise of each other, all of them faster than
+# the single products of the recursive tiling that this replaced (trace 0.251 s against
+# 0.262, full 0.856 s against 0.879; MLP full 0.084 s against 0.101).
 _MAX_DEPTH = 6  # halvings of a diagonal block
-_MIN_ROWS = 80  # no halving into halves of fewer rows of the product than this
+_MIN_ROWS = 32  # no halving into leaves of fewer rows of the product than this
 _MIN_TILE_FLOPS = 1e8  # no halving into off-diagonal products smaller than this
 _CHUNK = 24 << 20  # bytes of a lazily formed Jacobian per chunk of output units (see below)
-
-
-def upper_tiles(n: int, rows_per_example: int, max_depth: int = _MAX_DEPTH
-                ) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]]]:
-    """Off-diagonal tiles ``(i0, i1, j0, j1)`` (examples, ``i1 <= j0``) and diagonal leaves
-    ``(i0, i1)`` that cover the upper triangle of an ``n x n`` block, halving at most
-    ``max_depth`` times."""
-    off: list[tuple[int, int, int, int]] = []
-    leaves: list[tuple[int, int]] = []
-
-    def split(lo: int, hi: int, depth: int) -> None:
-        mid = (lo + hi) // 2
-        if depth >= max_depth or (mid - lo) * rows_per_example < _MIN_ROWS:
-            leaves.append((lo, hi))
-            return
-        off.append((lo, mid, mid, hi))
-        split(lo, mid, depth + 1)
-        split(mid, hi, depth + 1)
-
-    split(0, n, 0)
-    return off, leaves
-
-
-def _tile(acc: Tensor, outputs: str, k: int, i0: int, i1: int, j0: int, j1: int) -> Tensor:
-    if outputs == "full":
-        return acc[i0 * k:i1 * k, j0 * k:j1 * k]
-    if outputs == "diagonal":
-        return acc[:, i0:i1, j0:j1]
-    return acc[i0:i1, j0:j1]
 
 
 def _input_gram(kind: str, a1: Tensor, a2: Tensor, dtype: torch.dtype) -> Tensor:
@@ -150,43 +130,137 @@ def _flops(jacs: list[Tensor], terms, outputs: str) -> float:
     return total
 
 
-def _depth(flops: float) -> int:
-    """Halvings worth their extra products: each off-diagonal tile of at least
-    ``_MIN_TILE_FLOPS`` (about a millisecond), so that per-call overheads stay small beside
-    the saving."""
+def _depth(n: int, rows: int, flops: float) -> int:
+    """Halvings of a block of ``n`` examples (``rows`` product rows each) against itself:
+    leaves of at least ``_MIN_ROWS`` rows, off-diagonal tiles of at least
+    ``_MIN_TILE_FLOPS`` (about a millisecond) given the products' total ``flops``."""
     depth = 0
-    while depth < _MAX_DEPTH and flops / 4 ** (depth + 1) >= _MIN_TILE_FLOPS:
+    while (depth < _MAX_DEPTH and (n >> (depth + 1)) * rows >= _MIN_ROWS
+           and flops / 4 ** (depth + 1) >= _MIN_TILE_FLOPS):
         depth += 1
     return depth
 
 
-def _strips(off: list[tuple[int, int, int, int]], leaves: list[tuple[int, int]]
-            ) -> list[tuple[int, int, int, int]]:
-    """The products that cover ``upper_tiles``: an off-diagonal tile beside the diagonal
-    leaf of the same rows is one product with it (a strip ``(i0, i1, i0, j1)``): fewer,
-    wider products, ~3% faster for a few hundred rows."""
-    rows = set(leaves)
-    tiles, merged = [], set()
-    for i0, i1, j0, j1 in off:
-        if (i0, i1) in rows and j0 == i1:
-            tiles.append((i0, i1, i0, j1))
-            merged.add((i0, i1))
-        else:
-            tiles.append((i0, i1, j0, j1))
-    return tiles + [(i0, i1, i0, i1) for i0, i1 in leaves if (i0, i1) not in merged]
+class _Rectangle:
+    """Two different blocks: the whole product, one tile."""
+
+    def __init__(self, b1: int, b2: int, k: int, outputs: str, like: Tensor):
+        self.b1, self.b2 = b1, b2
+        self.acc = zeros(product_shape(b1, b2, k, outputs), like)
+
+    def tiles(self) -> list[tuple[int, int, int, int, Tensor]]:
+        """``(i0, i1, j0, j1, view)``: examples ``i0:i1`` against ``j0:j1``, and where their
+        products are accumulated (in the product layout)."""
+        return [(0, self.b1, 0, self.b2, self.acc)]
+
+    def add_products(self, j1: Tensor, j2: Tensor, outputs: str, units: slice) -> None:
+        """``+= <J1, J2>`` over the output units ``units`` of Jacobians ``(B, K', P)``."""
+        add_jacobian_products(self.acc[units] if outputs == "diagonal" else self.acc, j1, j2,
+                              outputs)
+
+    def result(self, outputs: str, k: int) -> Tensor:
+        """The block in the ``outputs`` layout (a view)."""
+        return product_layout(self.acc, outputs, k)
+
+
+class _Triangle:
+    """A block of ``n`` examples against itself, symmetric, as batches of equal tiles.
+
+    With ``r = n >> depth``: level ``l < depth`` holds the ``2^l`` off-diagonal tiles that
+    pair the two halves of each diagonal block of ``2 h`` examples, ``h = r 2^(depth-l-1)``;
+    then ``2^depth`` diagonal leaves of ``r`` examples; the last ``n - r 2^depth`` examples
+    (fewer than ``2^depth``) are one strip against all ``n``. Each level is a contiguous
+    buffer ``(tiles, *lead, H, H)``, ``H = h rows``, so that one batched product adds to all
+    of its tiles. (A 256 x 18432 chunk of the benchmark CNN's Jacobian against itself: 10.0
+    ms in levels down to 32-example leaves, against 11.4 ms as one 128 x 256 and one 128 x 128
+    product, which MKL splits between threads.) ``result`` writes the block: upper tiles,
+    their mirror images, and the leaves averaged with their transposes, so that it is
+    symmetric bit for bit.
+    """
+
+    def __init__(self, n: int, rows: int, depth: int, lead: tuple[int, ...], like: Tensor):
+        self.n, self.rows, self.lead, self.like = n, rows, lead, like
+        r = n >> depth
+        self.even = r << depth
+        self.levels = [(1 << level, r << (depth - level - 1)) for level in range(depth)]
+        self.levels.append((1 << depth, r))  # the leaves
+        self.bufs = [zeros((count, *lead, h * rows, h * rows), like) for count, h in self.levels]
+        self.rest = (zeros((*lead, (n - self.even) * rows, n * rows), like)
+                     if n > self.even else None)
+
+    def tiles(self) -> list[tuple[int, int, int, int, Tensor]]:
+        """As ``_Rectangle.tiles``: the off-diagonal tiles, the leaves, the strip."""
+        out = []
+        for (count, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
+            out += [(2 * m * h, (2 * m + 1) * h, (2 * m + 1) * h, (2 * m + 2) * h, buf[m])
+                    for m in range(count)]
+        count, r = self.levels[-1]
+        out += [(m * r, (m + 1) * r, m * r, (m + 1) * r, self.bufs[-1][m]) for m in range(count)]
+        if self.rest is not None:
+            out.append((self.even, self.n, 0, self.n, self.rest))
+        return out
+
+    def add_products(self, j1: Tensor, j2: Tensor, outputs: str, units: slice) -> None:
+        """As ``_Rectangle.add_products``, with ``j2`` the same as ``j1``."""
+        if outputs == "diagonal":  # (K, H, H) tiles: one product per tile
+            for i0, i1, j0, j1_, view in self.tiles():
+                add_jacobian_products(view[units], j1[i0:i1], j1[j0:j1_], outputs)
+            return
+        b, k, p = j1.shape  # j2 is j1
+        mat = j1.reshape(b, k * p) if outputs == "trace" else j1.reshape(b * k, p)
+        width = mat.shape[1]
+        even = mat[:self.even * self.rows]
+        for (count, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
+            halves = even.view(count, 2, h * self.rows, width)
+            buf.baddbmm_(halves[:, 0], halves[:, 1].transpose(1, 2))
+        count, r = self.levels[-1]
+        leaves = even.view(count, r * self.rows, width)
+        self.bufs[-1].baddbmm_(leaves, leaves.transpose(1, 2))
+        if self.rest is not None:
+            self.rest.addmm_(mat[even.shape[0]:], mat.T)
+
+    def result(self, outputs: str, k: int) -> Tensor:
+        """The block in the ``outputs`` layout: each tile written once (upper, mirrored,
+        leaves averaged with their transposes), without the product layout's permuted copy."""
+        n, rows = self.n, self.rows
+        out = new_result(n, n, k, outputs, self.like)
+        strides = out.stride()
+
+        def place(buf: Tensor, j0: int, step: int, mirror: bool) -> None:
+            """Write tiles ``buf (count, *lead, H, H)`` to examples ``m step`` against
+            ``j0 + m step`` (``mirror``: their transposes to ``j`` against ``i``)."""
+            s0, s1, *inner = strides
+            if mirror:
+                s0, s1, inner = s1, s0, inner[::-1]
+            count, h = buf.shape[0], buf.shape[-1] // rows
+            # buf's tiles unflattened: (h, h) [i, j]; (h, K, h, K) [i, a, j, b]; (K, h, h).
+            if outputs == "full":
+                shape, tile = (h, k, h, k), (s0, inner[0], s1, inner[1])
+            elif outputs == "diagonal":
+                shape, tile = (k, h, h), (inner[0], s0, s1)
+            else:
+                shape, tile = (h, h), (s0, s1)
+            out.as_strided((count, *shape), (step * (s0 + s1), *tile),
+                           j0 * s1).copy_(buf.view(count, *shape))
+
+        for (_, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
+            place(buf, h, 2 * h, mirror=False)
+            place(buf, h, 2 * h, mirror=True)
+        (_, r), leaves = self.levels[-1], self.bufs[-1]
+        place((leaves + leaves.transpose(-1, -2)).mul_(0.5), 0, r, mirror=False)
+        if self.rest is not None:
+            e = self.even
+            rest = product_layout(self.rest, outputs, k)  # examples e:n against 0:n
+            out[e:, :e] = rest[:, :e]
+            out[:e, e:] = transpose_block(rest[:, :e], outputs)
+            out[e:, e:] = (rest[:, e:] + transpose_block(rest[:, e:], outputs)).mul_(0.5)
+        return out
 
 
 def _units_per_chunk(shape: tuple[int, int, int], itemsize: int) -> int:
     """Output units of a lazily formed Jacobian ``(B, K, P)`` per chunk of ``_CHUNK`` bytes."""
     b, k, p = shape
     return max(1, min(k, _CHUNK // (itemsize * b * p)))
-
-
-def _add_products(acc: Tensor, tiles, j1: Tensor, j2: Tensor, outputs: str, k: int) -> None:
-    """``acc += <J1, J2>`` over ``tiles`` of examples (``add_jacobian_products``)."""
-    for r0, r1, c0, c1 in tiles:
-        add_jacobian_products(_tile(acc, outputs, k, r0, r1, c0, c1), j1[r0:r1], j2[c0:c1],
-                              outputs)
 
 
 def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
@@ -198,48 +272,36 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
     x2, grams2, jacs2 = s2
     same = s1 is s2
     b1, b2 = x1.shape[0], x2.shape[0]
-    acc = zeros(product_shape(b1, b2, k, outputs), x1)
     terms = []
     for (kind, a1, g1, c1), (_, a2, g2, c2) in zip(grams1, grams2, strict=True):
         # G G^T factorises only when both blocks share the same constant G.
         same_g = c1 is not None and c2 is not None and torch.equal(g1[0], g2[0])
-        terms.append((_input_gram(kind, a1, a2, acc.dtype), g1, g2, c1 if same_g else None))
+        terms.append((_input_gram(kind, a1, a2, x1.dtype), g1, g2, c1 if same_g else None))
     if same:
-        off, leaves = upper_tiles(b1, k if outputs == "full" else 1,
-                                  _depth(_flops(jacs1, terms, outputs)))
-        tiles = _strips(off, leaves)
+        rows = k if outputs == "full" else 1
+        grid = _Triangle(b1, rows, _depth(b1, rows, _flops(jacs1, terms, outputs)),
+                         (k,) if outputs == "diagonal" else (), x1)
     else:
-        off, tiles = [], [(0, b1, 0, b2)]
-    ws, lazy1, lazy2 = _Workspace(acc), _Workspace(acc), _Workspace(acc)
+        grid = _Rectangle(b1, b2, k, outputs, x1)
+    tiles = grid.tiles()
+    lazy1, lazy2 = _Workspace(x1), _Workspace(x1)
     for jac1, jac2 in zip(jacs1, jacs2, strict=True):
         if isinstance(jac1, Tensor):
-            _add_products(acc, tiles, jac1, jac2, outputs, k)
+            grid.add_products(jac1, jac2, outputs, slice(None))
             continue
         # A LazyJacobian: formed now, in a reused buffer; without cross terms between output
         # units (trace, diagonal), a few units at a time into a small one (first writes to
         # fresh memory cost page faults, about as much as forming the Jacobian).
-        step = k if outputs == "full" else _units_per_chunk(jac1.shape, acc.element_size())
+        step = k if outputs == "full" else _units_per_chunk(jac1.shape, x1.element_size())
         for u in range(0, k, step):
             units = slice(u, min(k, u + step))
             j1 = jac1.form(lazy1.take(b1 * step * jac1.shape[2]), units)
             j2 = j1 if same else jac2.form(lazy2.take(b2 * step * jac2.shape[2]), units)
-            _add_products(acc if outputs != "diagonal" else acc[units], tiles, j1, j2,
-                          outputs, k)
+            grid.add_products(j1, j2, outputs, units)
+    ws = _Workspace(x1)
     for ga, g1, g2, const in terms:
-        if const is not None:
-            continue
         r1, r2 = g1.shape[1], g2.shape[1]
-        for i0, i1, j0, j1 in tiles:
-            _add_gram(_tile(acc, outputs, k, i0, i1, j0, j1), ga[i0 * r1:i1 * r1, j0 * r2:j1 * r2],
-                      g1[i0:i1], g2[j0:j1], None, outputs, ws)
-    for ga, g1, g2, const in terms:  # elementwise terms, over the whole block at once
-        if const is not None:
-            _add_gram(acc, ga, g1, g2, const, outputs)
-    if same:  # exactly symmetric: the lower triangle mirrors the upper, leaves are averaged
-        for i0, i1, j0, j1 in off:
-            _tile(acc, outputs, k, j0, j1, i0, i1).copy_(
-                _tile(acc, outputs, k, i0, i1, j0, j1).transpose(-1, -2))
-        for i0, i1 in leaves:
-            leaf = _tile(acc, outputs, k, i0, i1, i0, i1)
-            leaf.copy_((leaf + leaf.transpose(-1, -2)).mul_(0.5))
-    return product_layout(acc, outputs, k)
+        for i0, i1, j0, j1, view in tiles:
+            _add_gram(view, ga[i0 * r1:i1 * r1, j0 * r2:j1 * r2], g1[i0:i1], g2[j0:j1], const,
+                      outputs, ws)
+    return grid.result(outputs, k)

@@ -241,7 +241,7 @@ def _choose_routes(plan: Plan, calls, outputs: str, n1: int, n2: int, pr: Probe,
         plan.per_example += item * k * (n_fallback + 2 * pr.activations)
     plan.cost += 2.0 * pairs * c * (jac_params + n_fallback)
     plan.per_example += item * k * (jac_params + n_fallback)
-    plan.per_pair += item * c
+    plan.per_pair += 2 * item * c  # the block, and its tiles while they are summed (_pairs)
 
 
 def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int],
