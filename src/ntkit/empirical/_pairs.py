@@ -186,23 +186,24 @@ class _Triangle:
         self.bufs = [zeros((count, *lead, h * rows, h * rows), like) for count, h in self.levels]
         self.rest = (zeros((*lead, (n - self.even) * rows, n * rows), like)
                      if n > self.even else None)
+        self._tiles = []
+        for (count, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
+            self._tiles += [(2 * m * h, (2 * m + 1) * h, (2 * m + 1) * h, (2 * m + 2) * h,
+                             buf[m]) for m in range(count)]
+        count, r = self.levels[-1]
+        self._tiles += [(m * r, (m + 1) * r, m * r, (m + 1) * r, self.bufs[-1][m])
+                        for m in range(count)]
+        if self.rest is not None:
+            self._tiles.append((self.even, n, 0, n, self.rest))
 
     def tiles(self) -> list[tuple[int, int, int, int, Tensor]]:
         """As ``_Rectangle.tiles``: the off-diagonal tiles, the leaves, the strip."""
-        out = []
-        for (count, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
-            out += [(2 * m * h, (2 * m + 1) * h, (2 * m + 1) * h, (2 * m + 2) * h, buf[m])
-                    for m in range(count)]
-        count, r = self.levels[-1]
-        out += [(m * r, (m + 1) * r, m * r, (m + 1) * r, self.bufs[-1][m]) for m in range(count)]
-        if self.rest is not None:
-            out.append((self.even, self.n, 0, self.n, self.rest))
-        return out
+        return self._tiles
 
     def add_products(self, j1: Tensor, j2: Tensor, outputs: str, units: slice) -> None:
         """As ``_Rectangle.add_products``, with ``j2`` the same as ``j1``."""
         if outputs == "diagonal":  # (K, H, H) tiles: one product per tile
-            for i0, i1, j0, j1_, view in self.tiles():
+            for i0, i1, j0, j1_, view in self._tiles:
                 add_jacobian_products(view[units], j1[i0:i1], j1[j0:j1_], outputs)
             return
         b, k, p = j1.shape  # j2 is j1
