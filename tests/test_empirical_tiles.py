@@ -75,8 +75,7 @@ def test_triangle_tiles_cover_the_upper_triangle_once_and_rebuild_the_block(outp
             theta = (theta + _blocks.transpose_block(theta, outputs)) / 2
             product = (theta.permute(0, 2, 1, 3).reshape(n * k, n * k) if outputs == "full"
                        else theta.permute(2, 0, 1) if outputs == "diagonal" else theta)
-            grid = _pairs._Triangle(n, rows, depth, (k,) if outputs == "diagonal" else (),
-                                    theta)
+            grid = _pairs._Triangle(n, k, outputs, depth, theta)
             cover = torch.zeros(n, n, dtype=torch.int64)
             for i0, i1, j0, j1, view in grid.tiles():
                 cover[i0:i1, j0:j1] += 1
@@ -86,7 +85,7 @@ def test_triangle_tiles_cover_the_upper_triangle_once_and_rebuild_the_block(outp
             assert int(cover.max()) == 1
             assert bool(((cover + cover.T) > 0).all())
             assert len(grid.tiles()) == 2 ** (depth + 1) - 1 + (n % 2 ** depth > 0)
-            assert torch.equal(grid.result(outputs, k), theta)  # each tile in its place
+            assert torch.equal(grid.result(), theta)  # each tile in its place
 
 
 # narrow=1: every convolution weight a LazyJacobian, formed one output unit at a time

@@ -129,6 +129,11 @@ def _flops(jacs: list[Tensor], terms, outputs: str) -> float:
     return total
 
 
+def _rows(k: int, outputs: str) -> int:
+    """Product rows per example: ``(example, output unit)`` for ``"full"``, else one."""
+    return k if outputs == "full" else 1
+
+
 def _depth(n: int, rows: int, flops: float) -> int:
     """Halvings of a block of ``n`` examples (``rows`` product rows each) against itself:
     leaves of at least ``_MIN_ROWS`` rows, off-diagonal tiles of at least
@@ -144,7 +149,7 @@ class _Rectangle:
     """Two different blocks: the whole product, one tile."""
 
     def __init__(self, b1: int, b2: int, k: int, outputs: str, like: Tensor):
-        self.b1, self.b2 = b1, b2
+        self.b1, self.b2, self.k, self.outputs = b1, b2, k, outputs
         self.acc = zeros(product_shape(b1, b2, k, outputs), like)
 
     def tiles(self) -> list[tuple[int, int, int, int, Tensor]]:
@@ -152,14 +157,14 @@ class _Rectangle:
         products are accumulated (in the product layout)."""
         return [(0, self.b1, 0, self.b2, self.acc)]
 
-    def add_products(self, j1: Tensor, j2: Tensor, outputs: str, units: slice) -> None:
+    def add_products(self, j1: Tensor, j2: Tensor, units: slice) -> None:
         """``+= <J1, J2>`` over the output units ``units`` of Jacobians ``(B, K', P)``."""
-        add_jacobian_products(self.acc[units] if outputs == "diagonal" else self.acc, j1, j2,
-                              outputs)
+        add_jacobian_products(self.acc[units] if self.outputs == "diagonal" else self.acc, j1,
+                              j2, self.outputs)
 
-    def result(self, outputs: str, k: int) -> Tensor:
+    def result(self) -> Tensor:
         """The block in the ``outputs`` layout (a view)."""
-        return product_layout(self.acc, outputs, k)
+        return product_layout(self.acc, self.outputs, self.k)
 
 
 class _Triangle:
@@ -169,7 +174,8 @@ class _Triangle:
     pair the two halves of each diagonal block of ``2 h`` examples, ``h = r 2^(depth-l-1)``;
     then ``2^depth`` diagonal leaves of ``r`` examples; the last ``n - r 2^depth`` examples
     (fewer than ``2^depth``) are one strip against all ``n``. Each level is a contiguous
-    buffer ``(tiles, *lead, H, H)``, ``H = h rows``, so that one batched product adds to all
+    buffer ``(tiles, *lead, H, H)`` (``lead = (K,)`` for ``"diagonal"``, else none; ``H = h
+    rows``, ``rows = K`` for ``"full"``, else 1), so that one batched product adds to all
     of its tiles. (A 256 x 18432 chunk of the benchmark CNN's Jacobian against itself: 10.0
     ms in levels down to 32-example leaves, against 11.4 ms as one 128 x 256 and one 128 x 128
     product, which MKL splits between threads.) ``result`` writes the block: upper tiles,
@@ -177,8 +183,10 @@ class _Triangle:
     symmetric bit for bit.
     """
 
-    def __init__(self, n: int, rows: int, depth: int, lead: tuple[int, ...], like: Tensor):
-        self.n, self.rows, self.lead, self.like = n, rows, lead, like
+    def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor):
+        self.n, self.k, self.outputs, self.like = n, k, outputs, like
+        self.rows = rows = _rows(k, outputs)
+        lead = (k,) if outputs == "diagonal" else ()
         r = n >> depth
         self.even = r << depth
         self.levels = [(1 << level, r << (depth - level - 1)) for level in range(depth)]
@@ -200,14 +208,14 @@ class _Triangle:
         """As ``_Rectangle.tiles``: the off-diagonal tiles, the leaves, the strip."""
         return self._tiles
 
-    def add_products(self, j1: Tensor, j2: Tensor, outputs: str, units: slice) -> None:
+    def add_products(self, j1: Tensor, j2: Tensor, units: slice) -> None:
         """As ``_Rectangle.add_products``, with ``j2`` the same as ``j1``."""
-        if outputs == "diagonal":  # (K, H, H) tiles: one product per tile
+        if self.outputs == "diagonal":  # (K, H, H) tiles: one product per tile
             for i0, i1, j0, j1_, view in self._tiles:
-                add_jacobian_products(view[units], j1[i0:i1], j1[j0:j1_], outputs)
+                add_jacobian_products(view[units], j1[i0:i1], j1[j0:j1_], self.outputs)
             return
         b, k, p = j1.shape  # j2 is j1
-        mat = j1.reshape(b, k * p) if outputs == "trace" else j1.reshape(b * k, p)
+        mat = j1.reshape(b, k * p) if self.outputs == "trace" else j1.reshape(b * k, p)
         width = mat.shape[1]
         even = mat[:self.even * self.rows]
         for (count, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
@@ -219,10 +227,10 @@ class _Triangle:
         if self.rest is not None:
             self.rest.addmm_(mat[even.shape[0]:], mat.T)
 
-    def result(self, outputs: str, k: int) -> Tensor:
+    def result(self) -> Tensor:
         """The block in the ``outputs`` layout: each tile written once (upper, mirrored,
         leaves averaged with their transposes), without the product layout's permuted copy."""
-        n, rows = self.n, self.rows
+        n, rows, k, outputs = self.n, self.rows, self.k, self.outputs
         out = new_result(n, n, k, outputs, self.like)
         strides = out.stride()
 
@@ -278,16 +286,15 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
         same_g = c1 is not None and c2 is not None and torch.equal(g1[0], g2[0])
         terms.append((_input_gram(kind, a1, a2, x1.dtype), g1, g2, c1 if same_g else None))
     if same:
-        rows = k if outputs == "full" else 1
-        grid = _Triangle(b1, rows, _depth(b1, rows, _flops(jacs1, terms, outputs)),
-                         (k,) if outputs == "diagonal" else (), x1)
+        depth = _depth(b1, _rows(k, outputs), _flops(jacs1, terms, outputs))
+        grid = _Triangle(b1, k, outputs, depth, x1)
     else:
         grid = _Rectangle(b1, b2, k, outputs, x1)
     tiles = grid.tiles()
     lazy1, lazy2 = _Workspace(x1), _Workspace(x1)
     for jac1, jac2 in zip(jacs1, jacs2, strict=True):
         if isinstance(jac1, Tensor):
-            grid.add_products(jac1, jac2, outputs, slice(None))
+            grid.add_products(jac1, jac2, slice(None))
             continue
         # A LazyJacobian: formed now, in a reused buffer; without cross terms between output
         # units (trace, diagonal), a few units at a time into a small one (first writes to
@@ -297,11 +304,11 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
             units = slice(u, min(k, u + step))
             j1 = jac1.form(lazy1.take(b1 * step * jac1.shape[2]), units)
             j2 = j1 if same else jac2.form(lazy2.take(b2 * step * jac2.shape[2]), units)
-            grid.add_products(j1, j2, outputs, units)
+            grid.add_products(j1, j2, units)
     ws = _Workspace(x1)
     for ga, g1, g2, const in terms:
         r1, r2 = g1.shape[1], g2.shape[1]
         for i0, i1, j0, j1, view in tiles:
             _add_gram(view, ga[i0 * r1:i1 * r1, j0 * r2:j1 * r2], g1[i0:i1], g2[j0:j1], const,
                       outputs, ws)
-    return grid.result(outputs, k)
+    return grid.result()
