@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ntkit.cli import main
-from ntkit.demo import kernel_regression_accuracy, run_demo
+from ntkit.apps.demo import kernel_regression_accuracy, run_demo
 
 
 @pytest.fixture(scope="module")

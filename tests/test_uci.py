@@ -11,7 +11,7 @@ import pytest
 
 from ntkit.cli import main
 from ntkit.datasets import UCIFormatError, load_uci
-from ntkit.uci import run_dataset, run_uci
+from ntkit.apps.uci import run_dataset, run_uci
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "uci-dev"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(),
@@ -205,7 +205,7 @@ def test_extended_scores_both_directions_on_small_sets_only(monkeypatch):
     and the non-paper families get no SVM."""
     from sklearn.svm import SVC
 
-    import ntkit.uci as uci
+    import ntkit.apps.uci as uci
 
     folder = DATA / "lenses"
     ds = load_uci(folder)

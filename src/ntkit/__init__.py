@@ -9,14 +9,22 @@ from .kernel import Kernel as Kernel
 
 __version__ = "0.1.0"
 
-__all__ = ["Kernel", "empirical_nngp", "empirical_ntk", "estimators", "layers", "linearize",
-           "predict", "solve", "taylor", "__version__"]
+# Subpackages and modules imported on first attribute access, so that `import ntkit` stays
+# light (no scikit-learn, SciPy, zarr or dask until they are used).
+_LAZY = ("apps", "cli", "datasets", "empirical", "estimators", "family", "predict", "solve",
+         "tiles")
+
+__all__ = ["Kernel", "empirical_nngp", "empirical_ntk", "layers", "linearize", "taylor",
+           "__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    # Imported on first access, so that `import ntkit` does not import scikit-learn or scipy.
-    if name in ("estimators", "predict", "solve"):
+    if name in _LAZY:
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

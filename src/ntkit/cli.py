@@ -72,7 +72,7 @@ def _uci(args) -> int:
     import json
     from pathlib import Path
 
-    from .uci import run_uci, uci_folders
+    from .apps.uci import run_uci, uci_folders
 
     if args.workers <= 0 or args.max_samples <= 0:
         print("ntkit uci: --workers and --max-samples must be positive", file=sys.stderr)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print("ntkit demo: --widths needs at least two widths to fit a slope",
                   file=sys.stderr)
             return 2
-        from .demo import run_demo
+        from .apps.demo import run_demo
 
         run_demo(out_dir=args.out, widths=args.widths, seeds=args.seeds,
                  progress=not args.no_progress)

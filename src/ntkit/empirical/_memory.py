@@ -9,6 +9,8 @@ import sys
 
 from torch import Tensor
 
+from .._bytes import parse_bytes
+
 __all__ = ["DEFAULT_BUDGET", "block_size", "check_max_memory", "empty", "zeros"]
 
 # Working memory per call when the caller sets no ``max_memory``.
@@ -16,14 +18,9 @@ DEFAULT_BUDGET = 1 << 30
 
 
 def check_max_memory(max_memory) -> int | None:
-    """``max_memory`` in bytes: ``None`` or a positive number."""
-    if max_memory is None:
-        return None
-    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float)):
-        raise TypeError(f"max_memory must be a number of bytes (int) or None; got {max_memory!r}")
-    if not math.isfinite(max_memory) or max_memory <= 0:
-        raise ValueError(f"max_memory must be a positive number of bytes; got {max_memory}")
-    return int(max_memory)
+    """``max_memory`` in bytes: ``None``, or a budget that :func:`ntkit._bytes.parse_bytes`
+    reads (bytes, or a string such as ``"4GB"``)."""
+    return None if max_memory is None else parse_bytes(max_memory)
 
 
 def block_size(n: int, *, per_example: float, per_pair: float, max_memory: int | None,

@@ -9,7 +9,6 @@ measured peaks stay below these estimates). The assembled output is counted in f
 from __future__ import annotations
 
 import math
-import re
 
 from ._base import Layer
 
@@ -18,38 +17,6 @@ PAIR_ARRAYS = 2
 # ... and temporaries of the largest layer (arc-cosine: S, theta, its derivative factor, and
 # the products), in units of the output's entries per pair.
 TEMP_ARRAYS = 4
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-          "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def parse_memory(value, name: str = "max_memory") -> int:
-    """Bytes from an int or a string such as ``"4GB"`` (10^9), ``"512MiB"`` (2^20), ``"2G"``.
-
-    Example:
-        >>> parse_memory("4GB"), parse_memory("1.5 GiB"), parse_memory(1000)
-        (4000000000, 1610612736, 1000)
-    """
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number of bytes or a string like '4GB'; got {value!r}")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
-    elif isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
-        if not match or match.group(2).lower() not in _UNITS:
-            raise ValueError(
-                f"{name} must be a number of bytes or a string like '4GB', '512MiB'; got "
-                f"{value!r}"
-            )
-        number, unit = float(match.group(1)), match.group(2).lower()
-    else:
-        raise TypeError(f"{name} must be a number of bytes or a string like '4GB'; got {value!r}")
-    total = int(number * _UNITS[unit])
-    if total <= 0 or not math.isfinite(number):
-        raise ValueError(f"{name} must be positive; got {value!r}")
-    return total
-
 
 def _entries(shape: tuple[int, ...], layout: str) -> int:
     """Kernel entries per pair of inputs for a per-example ``shape`` in ``layout``."""
@@ -99,8 +66,3 @@ def block_cost(planned: Layer, in_shape: tuple[int, ...], full: bool
     layout = "fc" if len(in_shape) == 1 else ("full" if full else "diag")
     out, out_layout, worst = _walk(planned, in_shape, layout)
     return max(worst, 1.0), _entries(out, out_layout)
-
-
-def human(n: float) -> str:
-    """Bytes in GiB/MiB for messages."""
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from .._checks import as_inputs, check_get, check_pair, positive_int
 from ..kernel import Kernel, input_variances, mirror, transpose_pairs
-from ._budget import block_cost, human, parse_memory
+from .._bytes import human_bytes as human
+from .._bytes import parse_bytes
+from ._budget import block_cost
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
 # the 1 MB L2 / shared L3 of the machines we measured (bench/kernels_fc.py).
@@ -187,7 +189,7 @@ def _block_size(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, diago
         batch_size = positive_int(batch_size, "batch_size")
     if max_memory is None and (batch_size is not None or x1.ndim == 2):
         return DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    budget = parse_memory(DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
+    budget = parse_bytes(DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     peak, output, per_pair = peak_estimate(planned, x1, x2, need_ntk=need_ntk,
                                            diagonal=diagonal, full=full)
     work = per_pair / ((2 if need_ntk else 1) * x1.element_size())

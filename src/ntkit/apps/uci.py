@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import UCIDataset, UCIFormatError, load_uci
-from .family import fc_kernel_family
-from .solve import centred_one_hot, kernel_ridge
+from ..datasets import UCIDataset, UCIFormatError, load_uci
+from ..family import fc_kernel_family
+from ..solve import centred_one_hot, kernel_ridge
 
 __all__ = ["PAPER_C", "PROTOCOLS", "extended_kernels", "paper_kernels", "run_dataset",
            "run_uci", "uci_folders"]
@@ -108,7 +108,7 @@ EXTENDED_FAMILIES: tuple[tuple[str, float, float, str], ...] = (
 
 
 def _activation(name: str):
-    from . import layers
+    from .. import layers
 
     return {"relu": layers.ReLU, "erf": layers.Erf, "gelu": layers.GELU,
             "leaky_relu": lambda: layers.LeakyReLU(0.1)}[name]()

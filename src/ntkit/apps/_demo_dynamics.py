@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import layers as L
-from .predict import gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
+from .. import layers as L
+from ..predict import gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
 
 __all__ = ["DynamicsResult", "run_dynamics"]
 
