@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ntkit.cli import main
 from ntkit.apps.demo import kernel_regression_accuracy, run_demo
+from ntkit.cli import main
 
 
 @pytest.fixture(scope="module")

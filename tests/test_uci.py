@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ntkit.apps.uci import run_dataset, run_uci
 from ntkit.cli import main
 from ntkit.datasets import UCIFormatError, load_uci
-from ntkit.apps.uci import run_dataset, run_uci
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "uci-dev"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(),

@@ -23,10 +23,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import layers as L
-from ._demo_dynamics import DynamicsResult, run_dynamics
 from ..datasets import load_digits
 from ..empirical import empirical_ntk
 from ..solve import centred_one_hot, kernel_ridge
+from ._demo_dynamics import DynamicsResult, run_dynamics
 
 __all__ = ["DemoResult", "mlp", "cnn", "kernel_regression_accuracy", "cnn_comparison",
            "run_demo"]

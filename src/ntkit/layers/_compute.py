@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import as_inputs, check_get, check_pair, positive_int
-from ..kernel import Kernel, input_variances, mirror, transpose_pairs
 from .._bytes import human_bytes as human
 from .._bytes import parse_bytes
+from .._checks import as_inputs, check_get, check_pair, positive_int
+from ..kernel import Kernel, input_variances, mirror, transpose_pairs
 from ._budget import block_cost
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
