@@ -27,8 +27,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
+# The site (docs/, the API pages from the docstrings, examples/ run by the gallery) into site/;
+# warnings are errors, so a broken reference or a failing example stops the build.
+.PHONY: docs
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) bench/kernels_fc.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache site docs/generated
