@@ -1,6 +1,6 @@
 """Benchmark: empirical NTK strategies against the torch.func tutorial's two methods.
 
-Models (DESIGN.md, "Empirical"): MLP 784-512-512-10 (ReLU) and a CNN (three
+Models (docs/benchmarks.md, "Empirical"): MLP 784-512-512-10 (ReLU) and a CNN (three
 ``Conv2d(., 32, 3, padding=1)`` + ReLU on 1x8x8 inputs, flatten, ``Linear(2048, 10)``);
 inputs standard normal, float32, ``K(X, X)`` with ``outputs="trace"`` and ``"full"``.
 Methods: ntkit's ``auto`` (the strategy it picked in brackets), ``structured``,

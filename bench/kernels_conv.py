@@ -1,6 +1,6 @@
-"""Benchmark: NNGP+NTK of the DESIGN.md CNN, time and peak memory, against neural-tangents.
+"""Benchmark: NNGP+NTK of the benchmark CNN, time and peak memory, against neural-tangents.
 
-Network (DESIGN.md): ``Conv(64, 3x3, SAME) - ReLU - Conv(64, 3x3, SAME) - ReLU -
+Network (docs/benchmarks.md): ``Conv(64, 3x3, SAME) - ReLU - Conv(64, 3x3, SAME) - ReLU -
 AvgPool(2x2, stride 1, VALID) - Conv(64, 3x3, SAME) - ReLU - GlobalAvgPool | Flatten -
 Dense(10)``, ``W_std=1``, no biases; inputs ``N x 1 x 8 x 8`` standard normal; ``K(X, X)``.
 The stride-1 pool (8x8 -> 7x7) keeps the full spatial covariance through every conv before it;

@@ -1,6 +1,6 @@
 """Benchmark: NNGP+NTK of fully-connected networks against the Gram matrix of the same run.
 
-Network (DESIGN.md): ``Dense(512, W_std=1.5, b_std=0.05) - act`` three times, then
+Network (docs/benchmarks.md): ``Dense(512, W_std=1.5, b_std=0.05) - act`` three times, then
 ``Dense(1)``; inputs ``N x 784`` standard normal; ``K(X, X)``. The anchor, timed in the same
 run, is the Gram matrix ``x @ x.T`` of the same ``N`` and dtype: the one part no kernel can
 skip, so ``kernel / gram = 1.0`` is the floor and the ratio is comparable across machines.

@@ -53,7 +53,7 @@ def test_the_pages_have_python_blocks():
 def test_python_block_runs_as_written(code, tmp_path, monkeypatch):
     _needs(code)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "<snippet>", "exec"), {"__name__": "__snippet__"})  # noqa: S102
+    exec(compile(code, "<snippet>", "exec"), {"__name__": "__snippet__"})
 
 
 def _inline_networks() -> list[str]:
@@ -68,7 +68,7 @@ def test_readme_inline_networks_compute_kernels():
     assert networks, "the README's residual MLP example is gone"
     x = torch.randn(3, 8, dtype=torch.float64)
     for expression in networks:
-        net = eval(expression, {"L": L})  # noqa: S307 - the README's own text
+        net = eval(expression, {"L": L})  # the README's own text
         k = net.kernel(x)
         assert k.ntk.shape == (3, 3), expression
         assert bool(torch.isfinite(k.ntk).all()), expression
