@@ -1,9 +1,12 @@
 import math
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from ntkit.datasets import load_digits
+from ntkit.datasets import UCIFormatError, load_digits, load_uci
 
 
 def test_digits_shapes_and_normalisation():
@@ -43,3 +46,108 @@ def test_digits_image_scaling_centres_each_image():
     assert torch.equal(s.y_train, load_digits(n_train=100).y_train)
     with pytest.raises(ValueError, match="scaling"):
         load_digits(scaling="channel")
+
+
+# -- the UCI folder format, on small folders written here -----------------------------------------
+
+def _write_set(root: Path, name: str = "toy", *, n: int = 12, d: int = 2, classes: int = 2,
+               split=None, folds=None, fich1: str | None = None) -> Path:
+    """A set folder in the Fernandez-Delgado format (see ../shared/data/uci-dev/README.md):
+    ``NAME.txt`` metadata, ``NAME_R.dat`` (header, then index, features, label per line), and
+    the index files ``conxuntos.dat`` (train, validation) and ``conxuntos_kfold.dat`` (4 x
+    train, test)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d))
+    y = np.arange(n) % classes
+    half = np.arange(n) % 2 == 0
+    split = split or (np.flatnonzero(half), np.flatnonzero(~half))
+    folds = folds or [(np.flatnonzero(np.arange(n) % 4 != i), np.flatnonzero(np.arange(n) % 4 == i))
+                      for i in range(4)]
+    (folder / f"{name}.txt").write_text(
+        f"n_entradas= {d}\nn_clases= {classes}\nn_arquivos= 1\n"
+        f"fich1= {fich1 or f'{name}_R.dat'}\nn_patrons1= {n}\n"
+        f"n_patrons_entrena= {len(split[0])}\nn_patrons_valida= {len(split[1])}\n"
+        f"n_conxuntos= 1\n")
+    rows = ["\t" + "\t".join([f"f{j + 1}" for j in range(d)] + ["clase"])]
+    rows += [f"{i + 1}\t" + "\t".join(f"{v:.6f}" for v in x[i]) + f"\t{y[i]}" for i in range(n)]
+    (folder / f"{name}_R.dat").write_text("\n".join(rows) + "\n")
+
+    def line(idx):
+        return " ".join(str(int(i)) for i in idx) + " \n"
+
+    (folder / "conxuntos.dat").write_text(line(split[0]) + line(split[1]))
+    (folder / "conxuntos_kfold.dat").write_text("".join(line(a) + line(b) for a, b in folds))
+    return folder
+
+
+def test_synthetic_set_loads(tmp_path):
+    ds = load_uci(_write_set(tmp_path))
+    assert ds.name == "toy" and ds.x.shape == (12, 2) and ds.n_classes == 2
+    assert ds.train.tolist() == [0, 2, 4, 6, 8, 10] and len(ds.folds) == 4
+    assert ds.folds[1][1].tolist() == [1, 5, 9]
+
+
+def test_train_validation_overlap_is_rejected(tmp_path):
+    """Defect 5.10: a validation line equal to the train line was accepted."""
+    idx = np.arange(0, 12, 2)
+    folder = _write_set(tmp_path, split=(idx, idx))
+    with pytest.raises(UCIFormatError, match=r"'toy'.*conxuntos\.dat: the train and validation "
+                                             r"lines share 6 indices"):
+        load_uci(folder)
+
+
+def test_fold_train_test_overlap_is_rejected(tmp_path):
+    """Defect 5.10: a fold whose test indices repeat its train indices (here 2 of them) was
+    accepted, and the benchmark then scored samples it had trained on."""
+    folds = [(np.arange(3, 12), np.arange(0, 3)) for _ in range(4)]
+    folds[2] = (np.arange(3, 12), np.array([0, 3, 4]))
+    folder = _write_set(tmp_path, folds=folds)
+    with pytest.raises(UCIFormatError, match=r"'toy'.*conxuntos_kfold\.dat fold 3: the train "
+                                             r"and test lines 5 and 6 share 2 indices"):
+        load_uci(folder)
+
+
+@pytest.mark.parametrize("fich1", ["../../../../etc/passwd", "/etc/passwd", "sub/../../x.dat"])
+def test_fich1_outside_the_folder_is_rejected(tmp_path, fich1):
+    """Defect 5.7: fich1= in the metadata made the loader read any file."""
+    folder = _write_set(tmp_path, fich1=fich1)
+    with pytest.raises(UCIFormatError, match=r"'toy'.*fich1= .* must be a relative path inside "
+                                             r"the set folder"):
+        load_uci(folder)
+
+
+def test_symlink_out_of_the_folder_is_rejected(tmp_path):
+    """Defect 5.7: a data file (or a folder on its path) linking outside the set folder."""
+    outside = _write_set(tmp_path / "elsewhere")
+    folder = _write_set(tmp_path, fich1="link/toy_R.dat")
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UCIFormatError, match=r"fich1= 'link/toy_R\.dat' resolves outside"):
+        load_uci(folder)
+    folder = _write_set(tmp_path / "b")
+    (folder / "toy_R.dat").unlink()
+    (folder / "toy_R.dat").symlink_to(outside / "toy_R.dat")
+    with pytest.raises(UCIFormatError, match=r"fich1= 'toy_R\.dat' resolves outside"):
+        load_uci(folder)
+    # A link that stays inside the folder is fine.
+    folder = _write_set(tmp_path / "c", fich1="alias.dat")
+    (folder / "alias.dat").symlink_to(folder / "toy_R.dat")
+    assert load_uci(folder).n == 12
+
+
+def test_only_bounded_regular_files_are_read(tmp_path, monkeypatch):
+    """Defect 5.7: a FIFO or a huge file named by the metadata is refused, not read."""
+    import ntkit.datasets as D
+
+    folder = _write_set(tmp_path, fich1="pipe")
+    os.mkfifo(folder / "pipe")  # opening it for reading would block without O_NONBLOCK
+    with pytest.raises(UCIFormatError, match=r"data file pipe is not a regular file"):
+        load_uci(folder)
+    folder = _write_set(tmp_path / "big")
+    size = (folder / "toy_R.dat").stat().st_size
+    monkeypatch.setitem(D.UCI_MAX_BYTES, "data", size - 1)
+    with pytest.raises(UCIFormatError, match=rf"data file toy_R\.dat is larger than {size - 1}"):
+        load_uci(folder)
+    monkeypatch.setitem(D.UCI_MAX_BYTES, "data", size)
+    assert load_uci(folder).n == 12
