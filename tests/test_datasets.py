@@ -1,11 +1,11 @@
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _uci_format import write_set as _write_set
 from ntkit.datasets import UCIFormatError, load_digits, load_uci
 
 
@@ -50,48 +50,16 @@ def test_digits_image_scaling_centres_each_image():
 
 # -- the UCI folder format, on small folders written here -----------------------------------------
 
-def _write_set(root: Path, name: str = "toy", *, n: int = 12, d: int = 2, classes: int = 2,
-               split=None, folds=None, fich1: str | None = None) -> Path:
-    """A set folder in the Fernandez-Delgado format (see ../shared/data/uci-dev/README.md):
-    ``NAME.txt`` metadata, ``NAME_R.dat`` (header, then index, features, label per line), and
-    the index files ``conxuntos.dat`` (train, validation) and ``conxuntos_kfold.dat`` (4 x
-    train, test)."""
-    folder = root / name
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, d))
-    y = np.arange(n) % classes
-    half = np.arange(n) % 2 == 0
-    split = split or (np.flatnonzero(half), np.flatnonzero(~half))
-    folds = folds or [(np.flatnonzero(np.arange(n) % 4 != i), np.flatnonzero(np.arange(n) % 4 == i))
-                      for i in range(4)]
-    (folder / f"{name}.txt").write_text(
-        f"n_entradas= {d}\nn_clases= {classes}\nn_arquivos= 1\n"
-        f"fich1= {fich1 or f'{name}_R.dat'}\nn_patrons1= {n}\n"
-        f"n_patrons_entrena= {len(split[0])}\nn_patrons_valida= {len(split[1])}\n"
-        f"n_conxuntos= 1\n")
-    rows = ["\t" + "\t".join([f"f{j + 1}" for j in range(d)] + ["clase"])]
-    rows += [f"{i + 1}\t" + "\t".join(f"{v:.6f}" for v in x[i]) + f"\t{y[i]}" for i in range(n)]
-    (folder / f"{name}_R.dat").write_text("\n".join(rows) + "\n")
-
-    def line(idx):
-        return " ".join(str(int(i)) for i in idx) + " \n"
-
-    (folder / "conxuntos.dat").write_text(line(split[0]) + line(split[1]))
-    (folder / "conxuntos_kfold.dat").write_text("".join(line(a) + line(b) for a, b in folds))
-    return folder
-
-
 def test_synthetic_set_loads(tmp_path):
     ds = load_uci(_write_set(tmp_path))
     assert ds.name == "toy" and ds.x.shape == (12, 2) and ds.n_classes == 2
-    assert ds.train.tolist() == [0, 2, 4, 6, 8, 10] and len(ds.folds) == 4
+    assert ds.train.tolist() == [0, 1, 2, 3, 4, 5] and len(ds.folds) == 4
     assert ds.folds[1][1].tolist() == [1, 5, 9]
 
 
 def test_train_validation_overlap_is_rejected(tmp_path):
     """Defect 5.10: a validation line equal to the train line was accepted."""
-    idx = np.arange(0, 12, 2)
+    idx = np.arange(6)
     folder = _write_set(tmp_path, split=(idx, idx))
     with pytest.raises(UCIFormatError, match=r"'toy'.*conxuntos\.dat: the train and validation "
                                              r"lines share 6 indices"):
