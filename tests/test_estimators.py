@@ -209,9 +209,10 @@ def test_without_memory_nothing_is_kept(family_calls):
                 for m in modules for k, v in vars(m).items()}
 
     before = state()
-    for _ in range(3):
-        E.NTKClassifier(depth=2).fit(X, y).predict(X)
-    assert family_calls == [2] * 6  # every fit and predict computes: nothing was cached
+    for memory in (None, None, joblib.Memory(None)):  # a Memory without a folder keeps nothing
+        E.NTKClassifier(depth=2, memory=memory).fit(X, y).predict(X)
+    # Every fit and predict computes, to the depth asked only: nothing was cached.
+    assert family_calls == [2] * 6
     assert state() == before
 
 

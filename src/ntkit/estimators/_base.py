@@ -61,11 +61,13 @@ class _KernelEstimator(BaseEstimator):
             return memory.cache(network_kernel)(self.network, x1, x2, which=self._kernel)
         depth = int(self.depth)
         act = self.activation
+        # One family serves every depth and fix up to its own depth: when it is kept, compute
+        # it deep enough that a grid over depth and fix reuses it. (A joblib.Memory without a
+        # location keeps nothing; an object that only has .cache is assumed to keep.)
+        keeps = getattr(memory, "location", True) is not None
         family = memory.cache(fc_family)(
             x1, x2,
-            # One family serves every depth and fix up to its own depth: with a memory, compute
-            # deep enough that a grid over depth and fix reuses one cached family.
-            max_depth=depth if self.memory is None else max(depth, PREFETCH_DEPTH),
+            max_depth=max(depth, PREFETCH_DEPTH) if keeps else depth,
             activation=act if isinstance(act, Activation) else activation(act),
             W_std=float(self.W_std), b_std=float(self.b_std),
         )
