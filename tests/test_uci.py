@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _uci_format import write_set
 from ntkit.apps.uci import run_dataset, run_uci
 from ntkit.cli import main
 from ntkit.datasets import UCIFormatError, load_uci
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "uci-dev"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(),
+needs_data = pytest.mark.skipif(not DATA.is_dir(),
                                 reason=f"UCI development sets not found at {DATA}")
 SMALL = ("balloons", "lenses", "trains", "post-operative")
 
@@ -24,6 +25,7 @@ def _metadata(folder: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in lines)}
 
 
+@needs_data
 def test_loader_on_every_shipped_set():
     folders = sorted(p for p in DATA.iterdir() if p.is_dir())
     assert len(folders) == 45
@@ -87,6 +89,7 @@ def _reference_protocol(folder: Path) -> tuple[dict, float, float]:
     return best, best_acc, test
 
 
+@needs_data
 @pytest.mark.parametrize("name", SMALL)
 def test_paper_protocol_matches_independent_numpy_and_svc(name):
     r = run_dataset(DATA / name, "paper")
@@ -111,6 +114,7 @@ def _broken_copies(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@needs_data
 def test_malformed_folders_are_named_and_skipped(tmp_path):
     root = _broken_copies(tmp_path)
     out = run_uci(root, workers=1, progress=False, echo=None)
@@ -124,6 +128,7 @@ def test_malformed_folders_are_named_and_skipped(tmp_path):
         load_uci(root / "zoo")
 
 
+@needs_data
 @pytest.mark.parametrize("problem, edit", [
     ("label", lambda lines: lines[:1] + [lines[1].rsplit(None, 1)[0] + " 7"] + lines[2:]),
     ("non-numeric", lambda lines: lines[:1] + ["1 x " + lines[1].split(None, 2)[2]] + lines[2:]),
@@ -137,6 +142,7 @@ def test_loader_rejects_bad_data(tmp_path, problem, edit):
         load_uci(tmp_path / "balloons")
 
 
+@needs_data
 def test_loader_rejects_repeated_index_and_wrong_line_count(tmp_path):
     shutil.copytree(DATA / "balloons", tmp_path / "balloons")
     idx = tmp_path / "balloons" / "conxuntos.dat"
@@ -149,6 +155,7 @@ def test_loader_rejects_repeated_index_and_wrong_line_count(tmp_path):
         load_uci(tmp_path / "balloons")
 
 
+@needs_data
 def test_max_samples_skips_with_reason():
     out = run_uci(DATA, datasets=["balloons", "lenses"], max_samples=20, workers=1,
                   progress=False, echo=None)
@@ -156,6 +163,7 @@ def test_max_samples_skips_with_reason():
     assert out["skipped"] == [{"dataset": "lenses", "reason": "24 samples > max_samples=20"}]
 
 
+@needs_data
 def test_cli_json_structure_and_lines(tmp_path, capsys):
     out = tmp_path / "out.json"
     rc = main(["uci", str(DATA), "--datasets", "balloons,trains", "--json", str(out),
@@ -176,6 +184,7 @@ def test_cli_json_structure_and_lines(tmp_path, capsys):
     assert doc["mean_test_accuracy"] == pytest.approx(mean)
 
 
+@needs_data
 def test_process_pool_gives_the_same_results():
     names = ["balloons", "lenses"]
     serial = run_uci(DATA, datasets=names, workers=1, progress=False, echo=None)
@@ -184,6 +193,7 @@ def test_process_pool_gives_the_same_results():
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in pooled["results"]]
 
 
+@needs_data
 def test_cli_exit_codes(tmp_path, capsys):
     assert main(["uci", str(tmp_path / "absent")]) == 2
     assert "not found" in capsys.readouterr().err
@@ -192,6 +202,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["uci", str(DATA), "--workers", "0"]) == 2
 
 
+@needs_data
 def test_extended_protocol_runs_and_reports_its_choice():
     r = run_dataset(DATA / "balloons", "extended")
     assert r["params"]["learner"] in ("svc", "krr")
@@ -199,6 +210,7 @@ def test_extended_protocol_runs_and_reports_its_choice():
     assert 0.0 <= r["test_accuracy"] <= 1.0
 
 
+@needs_data
 def test_extended_scores_both_directions_on_small_sets_only(monkeypatch):
     """On a small set a candidate's score is the mean of its forward and reverse validation
     accuracies (recomputed here with a plain SVC); above EXTENDED_SMALL_N it is the forward one,
@@ -228,3 +240,65 @@ def test_extended_scores_both_directions_on_small_sets_only(monkeypatch):
             back = svc_acc(kernels[k], ds.validation, ds.train, p["C"])
             # Same libsvm solve on the same matrices: equal up to summation order of a mean.
             assert score == pytest.approx((fwd + back) / 2 if both else fwd, abs=1e-12)
+
+
+@needs_data
+def test_leaking_folds_are_skipped_not_scored(tmp_path):
+    """Defect 5.10 as it showed: lenses with every fold's test line equal to its train line
+    scored 98.61 % instead of 83.33 %. It is now skipped with a reason naming the file."""
+    shutil.copytree(DATA / "lenses", tmp_path / "lenses")
+    kfold = tmp_path / "lenses" / "conxuntos_kfold.dat"
+    lines = kfold.read_text().splitlines()
+    kfold.write_text("".join(f"{lines[i]}\n{lines[i]}\n" for i in range(0, 8, 2)))
+    out = run_uci(tmp_path, workers=1, progress=False, echo=None)
+    assert out["results"] == []
+    [skipped] = out["skipped"]
+    assert skipped["dataset"] == "lenses"
+    assert "conxuntos_kfold.dat fold 1" in skipped["reason"] and "share 18 indices" in \
+        skipped["reason"]
+
+
+def test_extended_leaky_relu_family_keeps_slope_0_1():
+    """The extended protocol's figures were measured with leaky ReLU of slope 0.1, while the
+    shared registry's "leaky_relu" defaults to 0.01: the protocol asks for 0.1 explicitly."""
+    import torch
+
+    from ntkit import layers as L
+    from ntkit.apps.uci import extended_kernels
+    from ntkit.family import fc_kernel_family
+
+    x = np.random.default_rng(0).standard_normal((7, 3))
+    leaky = [(p, get) for _, p, get in extended_kernels(x, (2,))
+             if p["activation"] == "leaky_relu" and p["kernel"] == "ntk"]
+    [(params, get)] = leaky
+    assert params["negative_slope"] == 0.1 and params["L"] == 2
+    fam = fc_kernel_family(torch.from_numpy(x), max_depth=2, activation=L.LeakyReLU(0.1),
+                           W_std=params["W_std"], b_std=params["b_std"])
+    # The same recursion on the same inputs: bit-exact.
+    np.testing.assert_array_equal(get(), fam.ntk(2, 0).numpy())
+    other = fc_kernel_family(torch.from_numpy(x), max_depth=2, activation=L.LeakyReLU(0.01),
+                             W_std=params["W_std"], b_std=params["b_std"])
+    assert np.abs(get() - other.ntk(2, 0).numpy()).max() > 1e-3
+
+
+def test_json_path_is_checked_before_any_work(tmp_path, monkeypatch):
+    """Defect 5.9: an output path that cannot be written was found only after the run."""
+    import ntkit.apps.uci as uci
+
+    write_set(tmp_path / "data")
+    ran = []
+    monkeypatch.setattr(uci, "run_dataset", lambda *a, **k: ran.append(a))
+    (tmp_path / "file").write_text("")
+    for bad, message in [(tmp_path / "data", "is a folder"),
+                         (tmp_path / "file" / "out.json", "exists and is not a folder")]:
+        with pytest.raises(ValueError, match=rf"^json_path: .*{message}"):
+            run_uci(tmp_path / "data", workers=1, progress=False, echo=None, json_path=bad)
+    assert ran == []
+
+
+def test_json_path_gets_the_result(tmp_path):
+    write_set(tmp_path / "data")
+    out_path = tmp_path / "no" / "such" / "dir" / "out.json"
+    out = run_uci(tmp_path / "data", workers=1, progress=False, echo=None, json_path=out_path)
+    assert [r["dataset"] for r in out["results"]] == ["toy"]
+    assert json.loads(out_path.read_text()) == out

@@ -6,15 +6,22 @@ Solve Real World Classification Problems?" (JMLR 15, 2014), as used by Arora et 
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Split", "UCIDataset", "UCIFormatError", "load_digits", "load_uci"]
+__all__ = ["UCI_MAX_BYTES", "Split", "UCIDataset", "UCIFormatError", "load_digits", "load_uci"]
+
+UCI_MAX_BYTES = {"metadata": 1 << 20, "data": 256 << 20, "index": 64 << 20}
+"""Largest file :func:`load_uci` reads, by kind. The 45 development sets' largest data file is
+under 2 MB and the largest of the 121 sets of Fernandez-Delgado et al. is tens of MB; the bounds
+keep a crafted folder (a link to ``/dev/zero``, a huge file) from exhausting memory."""
 
 
 class Split(NamedTuple):
@@ -102,12 +109,49 @@ class UCIDataset:
         return int(self.x.shape[1])
 
 
+def _member(folder: Path, relative: str, name: str, what: str) -> Path:
+    """``folder / relative``, refused unless it stays inside ``folder``: ``relative`` comes from
+    the set's own files, which must not make the loader read elsewhere."""
+    if not relative or PurePath(relative).is_absolute() or ".." in PurePath(relative).parts:
+        raise UCIFormatError(name, f"{what} {relative!r} must be a relative path inside the set "
+                                   f"folder, without '..'")
+    path = folder / relative
+    # A symlink (of the file or of a folder on the way) may point anywhere: resolve and compare.
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise UCIFormatError(name, f"{what} {relative!r} resolves outside the set folder")
+    return path
+
+
+def _read_text(path: Path, name: str, kind: str) -> str:
+    """The text of the regular file ``path``, at most ``UCI_MAX_BYTES[kind]`` bytes.
+
+    Opened without blocking (a FIFO would otherwise wait for a writer forever) and checked on the
+    open descriptor, so that the file read is the file checked.
+    """
+    limit = UCI_MAX_BYTES[kind]
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise UCIFormatError(name, f"missing {kind} file {path.name}") from None
+    except OSError as err:
+        raise UCIFormatError(name, f"cannot open {kind} file {path.name}: "
+                                   f"{err.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise UCIFormatError(name, f"{kind} file {path.name} is not a regular file")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise UCIFormatError(name, f"{kind} file {path.name} is larger than {limit} bytes")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise UCIFormatError(name, f"{kind} file {path.name} is not UTF-8 text") from None
+
+
 def _uci_metadata(folder: Path, name: str) -> dict[str, str]:
-    path = folder / f"{name}.txt"
-    if not path.is_file():
-        raise UCIFormatError(name, f"missing metadata file {path.name}")
+    path = _member(folder, f"{name}.txt", name, "metadata file")
     meta = {}
-    for line in path.read_text().splitlines():
+    for line in _read_text(path, name, "metadata").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             meta[key.strip()] = value.strip()
@@ -124,9 +168,7 @@ def _meta_int(meta: dict[str, str], key: str, name: str) -> int:
 
 
 def _index_lines(path: Path, name: str, n_lines: int, n: int) -> list[np.ndarray]:
-    if not path.is_file():
-        raise UCIFormatError(name, f"missing index file {path.name}")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in _read_text(path, name, "index").splitlines() if line.strip()]
     if len(lines) != n_lines:
         raise UCIFormatError(name, f"{path.name} has {len(lines)} lines; expected {n_lines}")
     out = []
@@ -148,6 +190,13 @@ def _index_lines(path: Path, name: str, n_lines: int, n: int) -> list[np.ndarray
     return out
 
 
+def _disjoint(a: np.ndarray, b: np.ndarray, name: str, what: str) -> None:
+    shared = np.intersect1d(a, b).size
+    if shared:
+        raise UCIFormatError(name, f"{what} share {shared} indices (a sample used both to fit "
+                                   f"and to evaluate)")
+
+
 def load_uci(folder) -> UCIDataset:
     """Read one UCI set folder ``NAME/`` (``NAME.txt``, ``NAME_R.dat``, ``conxuntos.dat``,
     ``conxuntos_kfold.dat``; see ``../shared/data/uci-dev/README.md``).
@@ -159,8 +208,10 @@ def load_uci(folder) -> UCIDataset:
 
     **Raises:** :class:`UCIFormatError` (a ``ValueError`` naming the set) for a missing file, a
     data shape that disagrees with the metadata, a wrong column count, a non-numeric entry, a
-    label outside ``0 .. n_clases - 1``, an index out of range or repeated within a line, or a
-    wrong number of index lines.
+    label outside ``0 .. n_clases - 1``, an index out of range or repeated within a line, a
+    wrong number of index lines, train and validation (or a fold's train and test) indices that
+    overlap, a path in the metadata (``fich1=``) or a file that leads outside the folder, a file
+    that is not a regular file, or one larger than :data:`UCI_MAX_BYTES`.
     """
     folder = Path(folder)
     name = folder.name
@@ -173,10 +224,9 @@ def load_uci(folder) -> UCIDataset:
     if d <= 0 or n_classes <= 0 or n <= 0:
         raise UCIFormatError(name, "metadata n_entradas, n_clases and n_patrons1 must be "
                                    "positive")
-    data_path = folder / meta.get("fich1", f"{name}_R.dat")
-    if not data_path.is_file():
-        raise UCIFormatError(name, f"missing data file {data_path.name}")
-    rows = [line.split() for line in data_path.read_text().splitlines()[1:] if line.strip()]
+    data_path = _member(folder, meta.get("fich1", f"{name}_R.dat"), name, "fich1=")
+    text = _read_text(data_path, name, "data")
+    rows = [line.split() for line in text.splitlines()[1:] if line.strip()]
     if len(rows) != n:
         raise UCIFormatError(name, f"{data_path.name} has {len(rows)} samples; metadata "
                                    f"n_patrons1= says {n}")
@@ -194,8 +244,14 @@ def load_uci(folder) -> UCIDataset:
     y = labels.astype(np.int64)
     if not np.array_equal(y, labels) or y.min() < 0 or y.max() >= n_classes:
         raise UCIFormatError(name, f"{data_path.name} has a label outside 0..{n_classes - 1}")
-    train, validation = _index_lines(folder / "conxuntos.dat", name, 2, n)
-    k = _index_lines(folder / "conxuntos_kfold.dat", name, 8, n)
+    split = _member(folder, "conxuntos.dat", name, "index file")
+    train, validation = _index_lines(split, name, 2, n)
+    _disjoint(train, validation, name, "conxuntos.dat: the train and validation lines")
+    kfold = _member(folder, "conxuntos_kfold.dat", name, "index file")
+    k = _index_lines(kfold, name, 8, n)
     folds = [(k[2 * i], k[2 * i + 1]) for i in range(4)]
+    for i, (tr, te) in enumerate(folds):
+        _disjoint(tr, te, name, f"conxuntos_kfold.dat fold {i + 1}: the train and test lines "
+                                f"{2 * i + 1} and {2 * i + 2}")
     return UCIDataset(name=name, x=np.ascontiguousarray(x), y=y, n_classes=n_classes,
                       train=train, validation=validation, folds=folds)

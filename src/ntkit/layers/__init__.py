@@ -36,6 +36,9 @@ from ._dense import DenseModule as DenseModule
 from ._elementwise import Elementwise as Elementwise
 from ._elementwise import compose as compose
 from ._myrtle import myrtle as myrtle
+from ._named import ACTIVATIONS as ACTIVATIONS
+from ._named import activation as activation
+from ._named import register_activation as register_activation
 from ._norm import Dropout as Dropout
 from ._norm import LayerNorm as LayerNorm
 from ._pool import AvgPool as AvgPool
@@ -60,4 +63,5 @@ __all__ = [
     "Elementwise", "compose",
     "serial", "parallel", "Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat",
     "from_dict", "from_json", "load_spec", "save_spec", "spec_hash", "SPEC_VERSION", "SPEC_LIMITS",
+    "ACTIVATIONS", "activation", "register_activation",
 ]
