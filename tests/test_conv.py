@@ -279,11 +279,14 @@ def test_memory_budget_too_small_says_so_before_starting():
 
 
 @pytest.mark.parametrize("value, exc, message", [
-    ("4 parsecs", ValueError, r"max_memory must be a number of bytes or a string like '4GB'"),
-    ("-1GB", ValueError, r"like '4GB'"),
-    (0, ValueError, r"max_memory must be positive; got 0"),
-    (True, TypeError, r"max_memory must be a number of bytes"),
-    ([1], TypeError, r"max_memory must be a number of bytes"),
+    ("4 parsecs", ValueError, r"max_memory must be a positive number of bytes .* got '4 parsecs'"),
+    ("-1GB", ValueError, r"such as '512MiB', '4GB' or '1.5GiB'; got '-1GB'"),
+    (0, ValueError, r"max_memory must be a positive number of bytes .*; got 0"),
+    (float("inf"), ValueError, r"max_memory must be a positive number of bytes .*; got inf"),
+    (float("nan"), ValueError, r"max_memory must be a positive number of bytes .*; got nan"),
+    ("9" * 400, ValueError, r"max_memory must be a positive number of bytes .*; got '999"),
+    (True, TypeError, r"max_memory must be a positive number of bytes"),
+    ([1], TypeError, r"max_memory must be a positive number of bytes"),
 ])
 def test_bad_max_memory(value, exc, message):
     with pytest.raises(exc, match=message):
