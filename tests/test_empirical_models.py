@@ -227,7 +227,11 @@ def test_auto_picks_structured_for_dense_and_conv_nets():
     ({"params": lambda n, p: False}, ValueError, r"params selects no parameters"),
     ({"params": [3]}, TypeError, r"params must be parameter or module names"),
     ({"max_memory": -1}, ValueError, r"max_memory must be a positive number of bytes"),
-    ({"max_memory": "1GB"}, TypeError, r"max_memory must be a number of bytes"),
+    ({"max_memory": float("inf")}, ValueError, r"max_memory must be a positive number of by"),
+    ({"max_memory": float("nan")}, ValueError, r"max_memory must be a positive number of by"),
+    ({"max_memory": "9" * 400}, ValueError, r"max_memory must be a positive number of bytes"),
+    ({"max_memory": 10**400}, ValueError, r"max_memory must be a positive number of bytes"),
+    ({"max_memory": True}, TypeError, r"max_memory must be a positive number of bytes"),
 ])
 def test_bad_options_raise_clear_errors(bad, error, message):
     with pytest.raises(error, match=message):

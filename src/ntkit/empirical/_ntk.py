@@ -8,7 +8,7 @@ from ._blocks import OUTPUTS
 from ._checks import check_model, prepare_inputs
 from ._jacobian import jacobian_cost, jacobian_ntk
 from ._memory import check_max_memory
-from ._model import ParamSpec, functional_tensors, select_params
+from ._model import ParamSpec, compute_dtype, functional_tensors, select_params
 from ._ntk_vp import ntk_vp, ntk_vp_cost
 from ._probe import probe
 from ._structured import plan_structured, structured_ntk
@@ -127,9 +127,10 @@ def empirical_ntk(
 
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    trainable, constants = functional_tensors(model, x1.dtype, selected=selected,
+    dtype = compute_dtype(model, x1)
+    trainable, constants = functional_tensors(model, dtype, selected=selected,
                                               requires_grad=False)
-    pr = probe(model, trainable, constants, x1)
+    pr = probe(model, trainable, constants, x1, dtype)
     options = dict(selected=selected, outputs=outputs, batch_size=batch_size,
                    max_memory=max_memory, pr=pr)
     plan = None
@@ -155,9 +156,10 @@ def choose_strategy(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,
     selected = select_params(model, params)
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    trainable, constants = functional_tensors(model, x1.dtype, selected=selected,
+    dtype = compute_dtype(model, x1)
+    trainable, constants = functional_tensors(model, dtype, selected=selected,
                                               requires_grad=False)
-    pr = probe(model, trainable, constants, x1)
+    pr = probe(model, trainable, constants, x1, dtype)
     plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2, pr=pr)
     return _costs(plan, pr, n1, n2, outputs)
 
