@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._model import check_outputs
+from ._model import check_outputs, compute_dtype
 
 __all__ = ["Probe", "check_deterministic", "probe"]
 
@@ -32,10 +32,9 @@ class Probe:
 
 
 def probe(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-          x: Tensor, dtype: torch.dtype | None = None) -> Probe:
+          x: Tensor) -> Probe:
     """Measure ``model`` on (up to) two examples of ``x``; also checks the output shape and
-    that a second forward pass gives the same outputs (:func:`check_deterministic`).
-    ``dtype``: of the computation (default ``x``'s)."""
+    that a second forward pass gives the same outputs (:func:`check_deterministic`)."""
     x = x[:2]
     n = x.shape[0]
     count = [0]
@@ -66,7 +65,7 @@ def probe(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tens
     check_deterministic(model, forward, x, out)
     n_params = sum(p.numel() for p in params.values())
     flops = max(counter.get_total_flops() / n, 2.0 * n_params)
-    dtype = x.dtype if dtype is None else dtype
+    dtype = compute_dtype(model, x)
     itemsize = torch.empty((), dtype=dtype).element_size()
     return Probe(n_out, n_params, flops, max(count[0] // n, n_out), itemsize, dtype)
 
