@@ -20,7 +20,7 @@ _STRATEGIES = ("auto", "jacobian", "ntk_vp", "structured")
 VMAP_COST_FACTOR = 2.0
 """``"auto"`` doubles the FLOP estimates of ``"jacobian"`` and ``"ntk_vp"``: their vmapped
 backward passes ran at about half the FLOP rate of the structured route's large products in
-``bench/empirical_ntk.py`` (CNN, N = 64 and 256, trace: 65-72 against 130-141 GFLOP/s), so
+``bench/empirical_ntk.py`` (CNN, N = 64 and 256, trace; figures in bench/RESULTS.md), so
 equal FLOPs are not equal time."""
 
 

@@ -46,10 +46,10 @@ from ._memory import empty, zeros
 
 __all__ = ["BlockState", "GramFactor", "pair_block"]
 
-# Measured on the benchmark's CNN (N = 256, 2 cores): one 256 x 18432 chunk of its Jacobian
-# against itself took 11.2, 10.2, 10.0 and 10.2 ms with leaves of 128, 64, 32 and 16 rows
-# (median of 7); whole kernels were within the +-4 % noise between calls for trace leaves of
-# 64 or 32 rows and full leaves of 160, 80 or 40 rows (median of 10 interleaved calls).
+# Chosen on the benchmark's CNN (N = 256): a chunk of its Jacobian against itself was about
+# 10 % slower with 128-row leaves than with 64, 32 or 16, and whole kernels did not differ
+# beyond the noise between calls for trace leaves of 64 or 32 rows and full leaves of 160, 80
+# or 40 (figures in bench/RESULTS.md).
 _MAX_DEPTH = 6  # halvings of a diagonal block
 _MIN_ROWS = 32  # no halving into leaves of fewer rows of the product than this
 _MIN_TILE_FLOPS = 1e8  # no halving into off-diagonal products smaller than this
@@ -202,11 +202,14 @@ class _Triangle:
     (fewer than ``2^depth``) are one strip against all ``n``. Each level is a contiguous
     buffer ``(tiles, *lead, H, H)`` (``lead = (K,)`` for ``"diagonal"``, else none; ``H = h
     rows``, ``rows = K`` for ``"full"``, else 1), so that one batched product adds to all
-    of its tiles. (A 256 x 18432 chunk of the benchmark CNN's Jacobian against itself: 10.0
-    ms in levels down to 32-example leaves, against 11.4 ms as one 128 x 256 and one 128 x 128
-    product, which MKL splits between threads.) ``result`` writes the block: upper tiles,
-    their mirror images, and the leaves averaged with their transposes, so that it is
-    symmetric bit for bit.
+    of its tiles. ``result`` writes the block: upper tiles, their mirror images, and the
+    leaves averaged with their transposes, so that it is symmetric bit for bit.
+
+    Kept because it pays: on ``bench/empirical_ntk.py``'s CNN at N = 256 (float32, one
+    256-example block) the products execute 56 % (``"trace"``) and 52 % (``"full"``) of the
+    FLOPs of the plain path (depth 0: the whole product, averaged with its transpose), with
+    the same result; the measured time against the plain path (an interleaved A/B) is in
+    bench/RESULTS.md.
     """
 
     def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor):
