@@ -242,8 +242,9 @@ class _Conv(StructuredHandler):
 
     def refuse(self, m):
         if isinstance(m, ConvModule):
-            if len(_kernel_size(m)) > 2:
-                return "3-D convolutions are not factorised"
+            kernel = getattr(m, "kernel_size", getattr(m, "filter_shape", None))
+            if not isinstance(kernel, (tuple, list)) or not 1 <= len(kernel) <= 2:
+                return f"its kernel size {kernel!r} is not that of a 1-D or 2-D convolution"
             return _same_forward(m, ConvModule)
         return _same_forward(m, nn.Conv1d, nn.Conv2d)
 
@@ -253,6 +254,8 @@ class _Conv(StructuredHandler):
         if reason:
             return reason
         pad, mode = _padding(m, x.shape[2:])
+        if not all(isinstance(p, int) for p in pad):
+            return f"its padding {m.padding!r} is not understood"
         x = x.detach()
         if any(pad):
             x = F.pad(x, pad, mode=mode)

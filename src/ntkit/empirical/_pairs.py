@@ -205,9 +205,9 @@ class _Triangle:
     of its tiles. ``result`` writes the block: upper tiles, their mirror images, and the
     leaves averaged with their transposes, so that it is symmetric bit for bit.
 
-    Kept because it pays: on ``bench/empirical_ntk.py``'s CNN at N = 256 (float32, one
-    256-example block) the products execute 56 % (``"trace"``) and 52 % (``"full"``) of the
-    FLOPs of the plain path (depth 0: the whole product, averaged with its transpose), with
+    Kept because it pays: on ``bench/empirical_ntk.py``'s CNN at N = 256 (float32) the
+    diagonal blocks' products execute 56 % (``"trace"``) and 52 % (``"full"``) of the FLOPs
+    of the plain path (depth 0: the whole product, averaged with its transpose), with
     the same result; the measured time against the plain path (an interleaved A/B) is in
     bench/RESULTS.md.
     """
