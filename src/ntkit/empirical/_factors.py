@@ -176,7 +176,6 @@ def _handler_of(module_type: type) -> StructuredHandler | None:
     return None
 
 
-
 def handler_for(m: nn.Module) -> StructuredHandler | None:
     """The handler of ``m``'s type, if it supports this instance and its parameters."""
     handler = _handler_of(type(m))

@@ -95,8 +95,10 @@ def check_deterministic(model: nn.Module, forward: Callable[[Tensor], object], x
     previous output for the same ``x``: a random model (dropout in training mode, also
     ``F.dropout(..., training=True)`` inside a ``forward``) has no single NTK.
 
-    The comparison is bit for bit: the same computation run twice. When it fails, two more
-    passes record every module's inputs and outputs, and the error names the innermost
+    The comparison is bit for bit: the same computation run twice. (On a GPU, kernels with
+    float atomics, e.g. ``index_add_``, may round differently from run to run:
+    ``torch.use_deterministic_algorithms(True)`` makes them repeatable.) When it fails, two
+    more passes record every module's inputs and outputs, and the error names the innermost
     module whose outputs differ for equal inputs.
     """
     with torch.no_grad():

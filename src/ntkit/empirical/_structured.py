@@ -23,6 +23,9 @@ fast batching rule for a convolution's backward; ``K`` copies of each example wo
 the forward pass ``K`` times). The products of two blocks' factors are in
 ``ntkit.empirical._pairs``.
 
+Which module types are factorised, and how, is the registry of ``_factors``
+(``ntkit.empirical.register_structured``); the state of each hooked module and call is kept
+in the records ``_Hooked`` and ``_Call``, that of a group of parameters in ``_Group``.
 Every parameter that this cannot capture exactly falls back to per-example Jacobians of the
 model w.r.t. that parameter alone (``torch.func``): parameters of other modules, a module
 whose input lacks the batch axis first or is modified in place later, and any parameter that
