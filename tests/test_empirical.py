@@ -390,8 +390,11 @@ def _bad_calls():
         ((model, x), {"batch_size": 0}, ValueError, r"batch_size must be a positive integer"),
         ((model, x), {"batch_size": 2.0}, TypeError, r"batch_size must be a positive integer"),
         ((model, [[1.0] * 4]), {}, TypeError, r"x1 must be a torch\.Tensor or numpy array"),
-        ((model, x.long()), {}, TypeError, r"x1 must have a floating-point dtype"),
-        ((model, x, x.long()), {}, TypeError, r"x2 must have a floating-point dtype"),
+        # Integer inputs are indices, for models that consume them: a Linear fails on them.
+        ((model, x.long()), {}, TypeError, r"x1 has the integer dtype torch\.int64, which is"),
+        ((model, x, x.long()), {}, TypeError, r"x1 and x2 must have the same dtype"),
+        ((model, x > 0), {}, TypeError, r"x1 must have a floating-point dtype, or an integer"),
+        ((model, x.to(torch.complex128)), {}, TypeError, r"x1 must have a floating-point dt"),
         ((model, x[0]), {}, ValueError, r"x1 must have shape \(N, features...\) with a batch"),
         ((model, x[:0]), {}, ValueError, r"x1 is empty"),
         ((model, x.clone().fill_(math.nan)), {}, ValueError, r"x1 contains 28 NaN"),

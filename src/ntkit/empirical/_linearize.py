@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
 from ._checks import check_model
 from ._model import ParamSpec, select_params
+from ._probe import check_deterministic
 
 __all__ = ["linearize", "taylor"]
 
@@ -29,10 +31,17 @@ class _Expansion(nn.Module):
             self.origin.register_buffer(n.replace(".", "__"), dict(
                 self.module.named_parameters())[n].detach().clone())
         self._names = names
+        self._deterministic = False  # checked on the first call, which has inputs
         for n, p in self.module.named_parameters():
             p.requires_grad_(n in names)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self._deterministic:
+            # The expansion's terms are separate passes: a random model would draw another
+            # dropout mask for each.
+            with torch.no_grad():
+                check_deterministic(self.module, self.module, x[:2], self.module(x[:2]))
+            self._deterministic = True
         p = dict(self.module.named_parameters())
         p0 = {n: getattr(self.origin, n.replace(".", "__")) for n in self._names}
         delta = {n: p[n] - p0[n] for n in self._names}

@@ -56,11 +56,10 @@ _madvise = None
 def _advise_huge(t: Tensor) -> None:
     """Ask Linux to back ``t``'s (not yet touched) pages with transparent huge pages.
 
-    A fresh buffer of a few hundred MB costs ~0.3 ms per MB in page faults on first write
-    with 4 KiB pages, about as much as the product that fills it; with 2 MiB pages about a
-    quarter of that (96 MB: 7 ms against 27, median of 12 fresh buffers on the 2-core
-    development VM), except for the first two or three in a process, 27-65 ms, while the
-    kernel compacts memory into huge pages. Works where
+    A fresh buffer of a few hundred MB costs about as much in page faults on first write
+    with 4 KiB pages as the product that fills it; with 2 MiB pages several times less,
+    except for the first two or three in a process, while the kernel compacts memory into
+    huge pages (measured figures: bench/RESULTS.md). Works where
     ``/sys/kernel/mm/transparent_hugepage/enabled`` is ``madvise`` or ``always``; elsewhere
     (other systems, no THP) it does nothing.
     """

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ParamSpec", "check_outputs", "functional_tensors", "select_params"]
+__all__ = ["ParamSpec", "check_outputs", "compute_dtype", "functional_tensors", "select_params"]
 
 # ``params=`` of the public functions: names of parameters or modules, or a predicate.
 ParamSpec = str | Iterable[str] | Callable[[str, nn.Parameter], bool] | None
@@ -55,6 +55,15 @@ def select_params(model: nn.Module, params: ParamSpec) -> set[int]:
     if not chosen:
         raise ValueError(f"params selects no parameters ({what}); the NTK would be zero")
     return chosen
+
+
+def compute_dtype(model: nn.Module, x: Tensor) -> torch.dtype:
+    """The dtype of the computation: the inputs', or for integer inputs (indices, e.g. token
+    ids) that of the model's first floating-point parameter (else torch's default)."""
+    if x.is_floating_point():
+        return x.dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                torch.get_default_dtype())
 
 
 def functional_tensors(model: nn.Module, dtype: torch.dtype, *, selected: set[int],

@@ -7,7 +7,8 @@ from torch import Tensor, nn
 
 from ._blocks import OUTPUTS
 from ._checks import check_model, prepare_inputs
-from ._model import check_outputs
+from ._model import check_outputs, compute_dtype
+from ._probe import check_deterministic
 
 __all__ = ["empirical_nngp"]
 
@@ -25,13 +26,15 @@ def empirical_nngp(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,
     **Arguments:**
 
     - ``model``: maps ``(N, *features)`` to ``(N, *out)``; ``K = prod(out)``.
-    - ``x1``: ``(N1, *features)``; ``x2``: ``(N2, *features)`` or ``None`` for ``x1``.
+    - ``x1``: ``(N1, *features)``; ``x2``: ``(N2, *features)`` or ``None`` for ``x1``
+      (floating point, or integer indices for a model that takes them, e.g. token ids).
     - ``outputs``: ``"trace"`` ``(N1, N2)`` summed over units, ``"full"``
       ``(N1, N2, K, K)`` or ``"diagonal"`` ``(N1, N2, K)``.
     - ``layer``: name of a submodule (``model.get_submodule``) whose output to use.
     - ``batch_size``: examples per forward pass (``None``: all at once).
 
-    **Returns:** the kernel in the ``outputs`` layout, in the inputs' dtype, no grad.
+    **Returns:** the kernel in the ``outputs`` layout, in the inputs' dtype (the model's
+    for integer inputs), no grad.
 
     Example:
         >>> import torch
@@ -55,6 +58,9 @@ def empirical_nngp(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,
             target = model.get_submodule(layer)
         except AttributeError:
             raise ValueError(f"layer: {layer!r} names no submodule of the model") from None
+    with torch.no_grad():
+        probe = _to_model(model, x1[:2])
+        check_deterministic(model, model, probe, model(probe))
     f1 = _outputs(model, target, x1, batch_size)
     f2 = f1 if x2 is None else _outputs(model, target, x2, batch_size)
     if outputs == "trace":
@@ -64,10 +70,17 @@ def empirical_nngp(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,
     return f1[:, None, :, None] * f2[None, :, None, :]
 
 
+def _to_model(model: nn.Module, x: Tensor) -> Tensor:
+    """Floating-point inputs in the model's dtype; integer indices as they are."""
+    if not x.is_floating_point():
+        return x
+    return x.to(next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype))
+
+
 def _outputs(model: nn.Module, target: nn.Module | None, x: Tensor,
              batch_size: int | None) -> Tensor:
-    """``(N, K)``: the model's (or ``target``'s) outputs, in the inputs' dtype."""
-    model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    """``(N, K)``: the model's (or ``target``'s) outputs, in the computation's dtype."""
+    dtype = compute_dtype(model, x)
     bs = batch_size or x.shape[0]
     parts = []
     with torch.no_grad():
@@ -77,7 +90,7 @@ def _outputs(model: nn.Module, target: nn.Module | None, x: Tensor,
             handle = (target.register_forward_hook(lambda m, a, out, seen=seen: seen.append(out))
                       if target is not None else None)
             try:
-                out = model(xb.to(model_dtype))
+                out = model(_to_model(model, xb))
             finally:
                 if handle is not None:
                     handle.remove()
@@ -86,5 +99,5 @@ def _outputs(model: nn.Module, target: nn.Module | None, x: Tensor,
                     raise ValueError(f"layer must be called once per forward pass; it was "
                                      f"called {len(seen)} times")
                 out = seen[0]
-            parts.append(check_outputs(out, xb.shape[0]).to(x.dtype))
+            parts.append(check_outputs(out, xb.shape[0]).to(dtype))
     return torch.cat(parts)

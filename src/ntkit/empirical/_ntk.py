@@ -8,7 +8,7 @@ from ._blocks import OUTPUTS
 from ._checks import check_model, prepare_inputs
 from ._jacobian import jacobian_cost, jacobian_ntk
 from ._memory import check_max_memory
-from ._model import ParamSpec, functional_tensors, select_params
+from ._model import ParamSpec, compute_dtype, functional_tensors, select_params
 from ._ntk_vp import ntk_vp, ntk_vp_cost
 from ._probe import probe
 from ._structured import plan_structured, structured_ntk
@@ -20,7 +20,7 @@ _STRATEGIES = ("auto", "jacobian", "ntk_vp", "structured")
 VMAP_COST_FACTOR = 2.0
 """``"auto"`` doubles the FLOP estimates of ``"jacobian"`` and ``"ntk_vp"``: their vmapped
 backward passes ran at about half the FLOP rate of the structured route's large products in
-``bench/empirical_ntk.py`` (CNN, N = 64 and 256, trace: 65-72 against 130-141 GFLOP/s), so
+``bench/empirical_ntk.py`` (CNN, N = 64 and 256, trace; figures in bench/RESULTS.md), so
 equal FLOPs are not equal time."""
 
 
@@ -32,7 +32,7 @@ def empirical_ntk(
     strategy: str = "auto",
     outputs: str = "trace",
     batch_size: int | None = None,
-    max_memory: int | None = None,
+    max_memory: int | str | None = None,
     params: ParamSpec = None,
 ) -> Tensor:
     """The empirical neural tangent kernel of ``model`` at its current parameters.
@@ -43,15 +43,22 @@ def empirical_ntk(
     ``Theta ⊗ I_K`` convention of the infinite-width kernel, divide the trace by ``K``.
 
     The model must treat the examples of a batch independently (no batch statistics: a
-    ``BatchNorm`` in training mode raises, and so does active dropout: call ``model.eval()``).
-    The computation runs in the inputs' dtype: floating-point parameters and buffers are cast
-    to it (so a float32 model gives its float64 NTK for float64 inputs); the model must be on
-    the inputs' device.
+    ``BatchNorm`` in training mode raises) and be deterministic: a second forward pass of the
+    probe (below) must give the same outputs bit for bit, or the call raises naming the
+    module (dropout in training mode, ``F.dropout(..., training=True)``: call
+    ``model.eval()``). The computation runs in the inputs' dtype: floating-point parameters
+    and buffers are cast to it (so a float32 model gives its float64 NTK for float64 inputs);
+    integer inputs (indices, e.g. token ids for an ``nn.Embedding``) are passed to the model
+    unchanged and the computation runs in its parameters' dtype. The model must be on the
+    inputs' device. Recurrent modules (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``), which
+    ``torch.func.vmap`` cannot batch, are supported in every strategy by per-example loops
+    (slower: one forward and ``K`` backward passes, or ``K`` jvps, at a time).
 
     **Arguments:**
 
     - ``model``: maps ``(N, *features)`` to ``(N, *out)``; ``K = prod(out)`` output units.
-    - ``x1``: ``(N1, *features)`` inputs (tensor or NumPy array, floating point, finite).
+    - ``x1``: ``(N1, *features)`` inputs (tensor or NumPy array, floating point and finite,
+      or integer indices for a model that takes them).
     - ``x2``: ``(N2, *features)`` inputs, or ``None`` for ``x1`` against itself (only the
       upper triangle of blocks is computed; the result is exactly symmetric).
     - ``strategy``: all give the same kernel up to rounding.
@@ -62,7 +69,8 @@ def empirical_ntk(
       - ``"ntk_vp"``: NTK-vector products, a vjp per example of ``x2`` and output unit then a
         jvp on ``x1`` (no Jacobian of ``x1`` stored). Cost ``~ N1 N2 K`` forward passes.
       - ``"structured"``: per-layer factorisation. ``nn.Linear`` / ``DenseModule`` /
-        ``nn.Conv1d`` / ``nn.Conv2d`` weights and biases by Gram matrices of layer inputs
+        ``nn.Conv1d`` / ``nn.Conv2d`` / ``ConvModule`` weights and biases (and those of
+        any module type added by :func:`register_structured`) by Gram matrices of layer inputs
         and back-propagated output gradients, or by their per-example gradients, whichever is
         cheaper for the layer's shapes; embeddings by index Grams; ``LayerNorm``,
         ``GroupNorm`` and eval ``BatchNorm`` affine parameters directly. Every other
@@ -89,8 +97,9 @@ def empirical_ntk(
     - ``batch_size``: at most this many examples per block. ``None``: as large as the memory
       budget allows.
     - ``max_memory``: bytes of working memory (Jacobians, layer features, temporaries of
-      a block pair; estimated, not counting the model, the inputs and the result). Default
-      1 GiB. Too small for one example raises ``ValueError``.
+      a block pair; estimated, not counting the model, the inputs and the result): an int,
+      or a string such as ``"512MiB"`` or ``"4GB"``. Default 1 GiB. Too small for one
+      example raises ``ValueError``.
     - ``params``: which parameters count: a parameter or module name, a list of them, or a
       predicate ``(name, parameter) -> bool`` (e.g. ``"head"`` for the last layer only, or
       ``lambda n, p: not n.startswith("embed")``). ``None``: all with ``requires_grad``.
@@ -127,7 +136,8 @@ def empirical_ntk(
 
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    trainable, constants = functional_tensors(model, x1.dtype, selected=selected,
+    dtype = compute_dtype(model, x1)
+    trainable, constants = functional_tensors(model, dtype, selected=selected,
                                               requires_grad=False)
     pr = probe(model, trainable, constants, x1)
     options = dict(selected=selected, outputs=outputs, batch_size=batch_size,
@@ -155,7 +165,8 @@ def choose_strategy(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *,
     selected = select_params(model, params)
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    trainable, constants = functional_tensors(model, x1.dtype, selected=selected,
+    dtype = compute_dtype(model, x1)
+    trainable, constants = functional_tensors(model, dtype, selected=selected,
                                               requires_grad=False)
     pr = probe(model, trainable, constants, x1)
     plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2, pr=pr)

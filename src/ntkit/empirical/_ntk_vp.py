@@ -6,6 +6,8 @@ of ``x1`` along ``t`` is ``J(x1) t = Theta(x1, x')[:, :, b]``. Memory holds the 
 tangents of a block of ``x2`` and one jvp per tangent; the cost is about ``N1 N2 K``
 forward passes of one example, so it pays off over ``"jacobian"`` when ``P`` is large
 against the model's activations (neural-tangents' "NTK-vector products", Novak et al. 2022).
+A model with a recurrent module, which ``vmap`` cannot batch, runs the same vjps and jvps
+one after another.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ._blocks import fill_blocks, new_result, reduce_full
+from ._jacobian import vmappable
 from ._memory import DEFAULT_BUDGET, block_size
 from ._model import check_outputs, functional_tensors
 from ._probe import Probe
@@ -32,10 +35,11 @@ def ntk_vp(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int
            outputs: str, batch_size: int | None, max_memory: int | None, pr: Probe) -> Tensor:
     """The kernel in ``outputs`` layout (``x2=None``: ``x1`` against itself); see
     ``empirical_ntk``."""
-    params, constants = functional_tensors(model, x1.dtype, selected=selected,
+    params, constants = functional_tensors(model, pr.dtype, selected=selected,
                                            requires_grad=False)
     k, item = pr.n_out, pr.itemsize
-    eye = torch.eye(k, dtype=x1.dtype, device=x1.device)
+    eye = torch.eye(k, dtype=pr.dtype, device=x1.device)
+    batched = vmappable(model)
 
     def f(p: dict[str, Tensor], x: Tensor) -> Tensor:
         return check_outputs(functional_call(model, (p, constants), (x,)), x.shape[0])
@@ -45,13 +49,26 @@ def ntk_vp(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int
 
         def one(xj: Tensor) -> dict[str, Tensor]:
             _, pull = vjp(lambda p: f(p, xj.unsqueeze(0))[0], params)
+            if not batched:
+                units = [pull(e)[0] for e in eye]
+                return {n: torch.stack([u[n] for u in units]) for n in params}
             return vmap(pull)(eye)[0]
 
+        if not batched:
+            per_example = [one(xj) for xj in x]
+            return {n: torch.cat([t[n] for t in per_example]) for n in params}
         return {n: t.flatten(0, 1) for n, t in vmap(one)(x).items()}
 
     def pair(xa: Tensor, t: dict[str, Tensor]) -> Tensor:
-        push = vmap(lambda v: jvp(lambda p: f(p, xa), (params,), (v,))[1])
-        prod = push(t)  # (B2 * K, B1, K): [(j, b), i, a]
+        def push_one(v: dict[str, Tensor]) -> Tensor:
+            return jvp(lambda p: f(p, xa), (params,), (v,))[1]
+
+        if batched:
+            prod = vmap(push_one)(t)  # (B2 * K, B1, K): [(j, b), i, a]
+        else:
+            count = next(iter(t.values())).shape[0]
+            prod = torch.stack([push_one({n: v[i] for n, v in t.items()})
+                                for i in range(count)])
         b2 = prod.shape[0] // k
         return reduce_full(prod.view(b2, k, xa.shape[0], k).permute(2, 0, 3, 1), outputs)
 
@@ -64,7 +81,7 @@ def ntk_vp(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int
     bs = block_size(max(n1, n2), per_example=per_example, per_pair=per_pair,
                     max_memory=max_memory, batch_size=batch_size, strategy="ntk_vp")
     budget = DEFAULT_BUDGET if max_memory is None else max_memory
-    out = new_result(n1, n2, k, outputs, x1)
+    out = new_result(n1, n2, k, outputs, eye)
     # The fused inference path of nn.TransformerEncoderLayer and the fused attention kernels
     # have no forward-mode AD; the math attention kernel has.
     fastpath = torch.backends.mha.get_fastpath_enabled()

@@ -30,6 +30,7 @@ factor is computed once per block, not per pair of examples.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -43,16 +44,41 @@ from ._blocks import (
 )
 from ._memory import empty, zeros
 
-__all__ = ["pair_block"]
+__all__ = ["BlockState", "GramFactor", "pair_block"]
 
-# Measured on the benchmark's CNN (N = 256, 2 cores): one 256 x 18432 chunk of its Jacobian
-# against itself took 11.2, 10.2, 10.0 and 10.2 ms with leaves of 128, 64, 32 and 16 rows
-# (median of 7); whole kernels were within the +-4 % noise between calls for trace leaves of
-# 64 or 32 rows and full leaves of 160, 80 or 40 rows (median of 10 interleaved calls).
+# Chosen on the benchmark's CNN (N = 256): a chunk of its Jacobian against itself was about
+# 10 % slower with 128-row leaves than with 64, 32 or 16, and whole kernels did not differ
+# beyond the noise between calls for trace leaves of 64 or 32 rows and full leaves of 160, 80
+# or 40 (figures in bench/RESULTS.md).
 _MAX_DEPTH = 6  # halvings of a diagonal block
 _MIN_ROWS = 32  # no halving into leaves of fewer rows of the product than this
 _MIN_TILE_FLOPS = 1e8  # no halving into off-diagonal products smaller than this
 _CHUNK = 24 << 20  # bytes of a lazily formed Jacobian per chunk of output units (see below)
+
+
+@dataclass
+class GramFactor:
+    """A Gram-route layer group of a block: ``kind`` (``"rows"`` or ``"index"``), its input
+    rows ``a`` (``(B, S, in)``, or indices ``(B, S)``), output gradients ``g``
+    ``(B, S, K, out)``, and ``const``: ``G G^T`` (``K x K``) when ``G`` is the same for
+    every example, else ``None``."""
+
+    kind: str
+    a: Tensor
+    g: Tensor
+    const: Tensor | None
+
+
+@dataclass
+class BlockState:
+    """A block of ``n`` examples: its Gram-route factors and its Jacobians ``(B, K, P_i)``
+    (tensors or ``LazyJacobian`` factors); ``like``: a tensor of the computation's dtype and
+    device."""
+
+    n: int
+    like: Tensor
+    grams: list[GramFactor]
+    jacs: list
 
 
 def _input_gram(kind: str, a1: Tensor, a2: Tensor, dtype: torch.dtype) -> Tensor:
@@ -176,11 +202,14 @@ class _Triangle:
     (fewer than ``2^depth``) are one strip against all ``n``. Each level is a contiguous
     buffer ``(tiles, *lead, H, H)`` (``lead = (K,)`` for ``"diagonal"``, else none; ``H = h
     rows``, ``rows = K`` for ``"full"``, else 1), so that one batched product adds to all
-    of its tiles. (A 256 x 18432 chunk of the benchmark CNN's Jacobian against itself: 10.0
-    ms in levels down to 32-example leaves, against 11.4 ms as one 128 x 256 and one 128 x 128
-    product, which MKL splits between threads.) ``result`` writes the block: upper tiles,
-    their mirror images, and the leaves averaged with their transposes, so that it is
-    symmetric bit for bit.
+    of its tiles. ``result`` writes the block: upper tiles, their mirror images, and the
+    leaves averaged with their transposes, so that it is symmetric bit for bit.
+
+    Kept because it pays: on ``bench/empirical_ntk.py``'s CNN at N = 256 (float32) the
+    diagonal blocks' products execute 56 % (``"trace"``) and 52 % (``"full"``) of the FLOPs
+    of the plain path (depth 0: the whole product, averaged with its transpose), with
+    the same result; the measured time against the plain path (an interleaved A/B) is in
+    bench/RESULTS.md.
     """
 
     def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor):
@@ -271,27 +300,27 @@ def _units_per_chunk(shape: tuple[int, int, int], itemsize: int) -> int:
     return max(1, min(k, _CHUNK // (itemsize * b * p)))
 
 
-def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
-    """Kernel block of two states ``(x, grams, jacobians)`` (``x`` the block's inputs,
-    ``grams`` a list of ``(kind, A, G, G G^T or None)``, ``jacobians`` a list of
-    ``(B, K, P_i)`` or of ``LazyJacobian`` factors) in the ``outputs`` layout; ``s2 is s1``:
-    a block against itself."""
-    x1, grams1, jacs1 = s1
-    x2, grams2, jacs2 = s2
+def pair_block(s1: BlockState, s2: BlockState, outputs: str, k: int) -> Tensor:
+    """Kernel block of two states in the ``outputs`` layout; ``s2 is s1``: a block against
+    itself."""
+    like = s1.like
+    jacs1, jacs2 = s1.jacs, s2.jacs
     same = s1 is s2
-    b1, b2 = x1.shape[0], x2.shape[0]
+    b1, b2 = s1.n, s2.n
     terms = []
-    for (kind, a1, g1, c1), (_, a2, g2, c2) in zip(grams1, grams2, strict=True):
+    for f1, f2 in zip(s1.grams, s2.grams, strict=True):
         # G G^T factorises only when both blocks share the same constant G.
-        same_g = c1 is not None and c2 is not None and torch.equal(g1[0], g2[0])
-        terms.append((_input_gram(kind, a1, a2, x1.dtype), g1, g2, c1 if same_g else None))
+        same_g = (f1.const is not None and f2.const is not None
+                  and torch.equal(f1.g[0], f2.g[0]))
+        terms.append((_input_gram(f1.kind, f1.a, f2.a, like.dtype), f1.g, f2.g,
+                      f1.const if same_g else None))
     if same:
         depth = _depth(b1, _rows(k, outputs), _flops(jacs1, terms, outputs))
-        grid = _Triangle(b1, k, outputs, depth, x1)
+        grid = _Triangle(b1, k, outputs, depth, like)
     else:
-        grid = _Rectangle(b1, b2, k, outputs, x1)
+        grid = _Rectangle(b1, b2, k, outputs, like)
     tiles = grid.tiles()
-    lazy1, lazy2 = _Workspace(x1), _Workspace(x1)
+    lazy1, lazy2 = _Workspace(like), _Workspace(like)
     for jac1, jac2 in zip(jacs1, jacs2, strict=True):
         if isinstance(jac1, Tensor):
             grid.add_products(jac1, jac2, slice(None))
@@ -299,13 +328,13 @@ def pair_block(s1, s2, outputs: str, k: int) -> Tensor:
         # A LazyJacobian: formed now, in a reused buffer; without cross terms between output
         # units (trace, diagonal), a few units at a time into a small one (first writes to
         # fresh memory cost page faults, about as much as forming the Jacobian).
-        step = k if outputs == "full" else _units_per_chunk(jac1.shape, x1.element_size())
+        step = k if outputs == "full" else _units_per_chunk(jac1.shape, like.element_size())
         for u in range(0, k, step):
             units = slice(u, min(k, u + step))
             j1 = jac1.form(lazy1.take(b1 * step * jac1.shape[2]), units)
             j2 = j1 if same else jac2.form(lazy2.take(b2 * step * jac2.shape[2]), units)
             grid.add_products(j1, j2, units)
-    ws = _Workspace(x1)
+    ws = _Workspace(like)
     for ga, g1, g2, const in terms:
         r1, r2 = g1.shape[1], g2.shape[1]
         for i0, i1, j0, j1, view in tiles:

@@ -23,6 +23,9 @@ fast batching rule for a convolution's backward; ``K`` copies of each example wo
 the forward pass ``K`` times). The products of two blocks' factors are in
 ``ntkit.empirical._pairs``.
 
+Which module types are factorised, and how, is the registry of ``_factors``
+(``ntkit.empirical.register_structured``); the state of each hooked module and call is kept
+in the records ``_Hooked`` and ``_Call``, that of a group of parameters in ``_Group``.
 Every parameter that this cannot capture exactly falls back to per-example Jacobians of the
 model w.r.t. that parameter alone (``torch.func``): parameters of other modules, a module
 whose input lacks the batch axis first or is modified in place later, and any parameter that
@@ -39,29 +42,52 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..layers import ConvModule
 from ._blocks import fill_blocks, new_result
-from ._factors import Handler, handler_for
-from ._jacobian import per_example_jacobians
+from ._factors import CONV_HANDLER, StructuredHandler, handler_for
+from ._jacobian import per_example_jacobians, vmappable
 from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
 from ._model import check_outputs, functional_tensors
-from ._pairs import pair_block
+from ._pairs import BlockState, GramFactor, pair_block
 from ._probe import Probe
 
 __all__ = ["Plan", "plan_structured", "structured_ntk"]
 
-_Call = tuple[int, int]  # (id of the module, index of the call in one forward pass)
+_CallId = tuple[int, int]  # (id of the module, index of the call in one forward pass)
+# vmap has no fast batching rule for a convolution's backward: with one of these in the model
+# the K backward passes run one after another.
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                 nn.ConvTranspose3d, ConvModule)
 _NARROW = 1024  # Jacobians with fewer columns are concatenated (see _features)
 _THIN = 32  # a convolution's patches narrower than this are multiplied transposed
+
+
+@dataclass
+class _Hooked:
+    """A module whose calls are recorded, and the handler that factorises it."""
+
+    module: nn.Module
+    handler: StructuredHandler
+
+
+@dataclass
+class _Call:
+    """One call of a hooked module in a forward pass."""
+
+    feature: Tensor | str  # the handler's record of the input, or why it is not factorised
+    input: Tensor | None
+    version: int | None  # the input's autograd version when the call returned
+    output: Tensor | None
 
 
 @dataclass
 class _Group:
     """Parameters used by the same calls of modules of one kind, factorised together."""
 
-    handler: Handler
+    handler: StructuredHandler
     names: list[str]
     roles: dict[int, list[str]]  # module id -> its attributes ("weight", "bias") in the group
-    calls: list[_Call]
+    calls: list[_CallId]
     route: str = "jacobian"  # or "gram"
     n_params: int = 0
 
@@ -70,7 +96,7 @@ class _Group:
 class Plan:
     """How ``structured_ntk`` computes each parameter's contribution, and what it costs."""
 
-    modules: dict[int, tuple[nn.Module, Handler]]
+    modules: dict[int, _Hooked]
     groups: list[_Group]
     fallback: list[str]  # parameters computed by per-example Jacobians
     reasons: dict[str, str] = field(default_factory=dict)  # why each one fell back
@@ -81,24 +107,24 @@ class Plan:
 
 
 def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-             modules: dict[int, tuple[nn.Module, Handler]], x: Tensor):
-    """``f`` as ``(B, K)`` and, per hooked module, its calls ``[feature or reason, output]``."""
+             modules: dict[int, _Hooked], x: Tensor) -> tuple[Tensor, dict[int, list[_Call]]]:
+    """``f`` as ``(B, K)`` and, per hooked module, its calls."""
     n = x.shape[0]
-    calls: dict[int, list[list]] = {i: [] for i in modules}
+    calls: dict[int, list[_Call]] = {i: [] for i in modules}
 
     def hook(m: nn.Module, args: tuple, output):
         x_in = args[0] if args else None
         if not isinstance(output, Tensor) or x_in is None:
-            calls[id(m)].append(["it was called without one tensor input and output", None,
-                                 None, None])
+            calls[id(m)].append(_Call("it was called without one tensor input and output",
+                                      None, None, None))
             return None
-        feature = modules[id(m)][1].record(m, x_in, n)
+        feature = modules[id(m)].handler.record(m, x_in, n)
         # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the recorded
         # output, or autograd would differentiate with respect to the modified tensor.
-        calls[id(m)].append([feature, x_in, getattr(x_in, "_version", None), output])
+        calls[id(m)].append(_Call(feature, x_in, getattr(x_in, "_version", None), output))
         return output.clone()
 
-    handles = [m.register_forward_hook(hook) for m, _ in modules.values()]
+    handles = [h.module.register_forward_hook(hook) for h in modules.values()]
     try:
         with torch.enable_grad():
             f = check_outputs(functional_call(model, (params, constants), (x,)), n)
@@ -107,8 +133,8 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
             h.remove()
     for per_module in calls.values():
         for call in per_module:
-            if isinstance(call[1], Tensor) and call[1]._version != call[2]:
-                call[0] = "its input was modified in place later in the forward pass"
+            if isinstance(call.input, Tensor) and call.input._version != call.version:
+                call.feature = "its input was modified in place later in the forward pass"
     return f, calls
 
 
@@ -135,30 +161,36 @@ def _edge_counts(f: Tensor, params: dict[str, Tensor]) -> dict[str, int]:
 def plan_structured(model: nn.Module, x: Tensor, *, selected: set[int], outputs: str,
                     n1: int, n2: int, pr: Probe) -> Plan:
     """Decide, from one forward pass on two examples, how each parameter is computed."""
-    params, constants = functional_tensors(model, x.dtype, selected=selected,
+    params, constants = functional_tensors(model, pr.dtype, selected=selected,
                                            requires_grad=True)
     canonical = {id(p): name for name, p in model.named_parameters()}
     owners: dict[str, list[tuple[nn.Module, str]]] = {}
     for m in model.modules():
-        for attr, p in m._parameters.items():
-            if p is not None and id(p) in selected:
+        for attr, p in m.named_parameters(recurse=False, remove_duplicate=False):
+            if id(p) in selected:
                 owners.setdefault(canonical[id(p)], []).append((m, attr))
     modules = {}
     for own in owners.values():
         for m, _ in own:
             handler = handler_for(m)
             if handler is not None:
-                modules[id(m)] = (m, handler)
+                modules[id(m)] = _Hooked(m, handler)
     f, calls = _forward(model, params, constants, modules, x[:2])
     edges = _edge_counts(f, params) if f.requires_grad else dict.fromkeys(params, 0)
+    for mid, per_module in calls.items():
+        for call in per_module:
+            if not isinstance(call.feature, str):
+                reason = modules[mid].handler.check(modules[mid].module, call.feature,
+                                                    call.output)
+                call.feature = reason or call.feature
 
     reasons: dict[str, str] = {}
     keyed: dict[tuple, _Group] = {}
     for name, own in owners.items():
-        kinds = {id(modules[id(m)][1]) if id(m) in modules else None for m, _ in own}
+        kinds = {id(modules[id(m)].handler) if id(m) in modules else None for m, _ in own}
         n_calls = sum(len(calls[id(m)]) for m, _ in own if id(m) in modules)
-        bad = [c[0] for m, _ in own if id(m) in modules for c in calls[id(m)]
-               if isinstance(c[0], str)]
+        bad = [c.feature for m, _ in own if id(m) in modules for c in calls[id(m)]
+               if isinstance(c.feature, str)]
         if None in kinds:
             m = next(m for m, _ in own if id(m) not in modules)
             reasons[name] = f"{type(m).__name__} has no factorisation here"
@@ -171,7 +203,7 @@ def plan_structured(model: nn.Module, x: Tensor, *, selected: set[int], outputs:
                              f"are called {n_calls} times")
         if name in reasons:
             continue
-        handler = modules[id(own[0][0])][1]
+        handler = modules[id(own[0][0])].handler
         call_list = [(id(m), i) for m, _ in own for i in range(len(calls[id(m)]))]
         if not call_list:
             continue  # unused: contributes nothing
@@ -187,15 +219,17 @@ def plan_structured(model: nn.Module, x: Tensor, *, selected: set[int], outputs:
         g.n_params = sum(params[n].numel() for n in g.names)
     plan = Plan(modules, groups, [n for n in params if n in reasons], reasons)
     # vmap has no fast batching rule for convolutions' backward (it loops over the K output
-    # units, slower than K plain backward passes of the same graph).
-    plan.sequential = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    # units, slower than K plain backward passes of the same graph), and none at all for
+    # recurrent modules.
+    plan.sequential = (any(isinstance(m, _CONVOLUTIONS) for m in model.modules())
+                       or not vmappable(model))
     _choose_routes(plan, calls, outputs, n1, n2, pr,
                    sum(params[n].numel() for n in plan.fallback))
     return plan
 
 
-def _choose_routes(plan: Plan, calls, outputs: str, n1: int, n2: int, pr: Probe,
-                   n_fallback: int) -> None:
+def _choose_routes(plan: Plan, calls: dict[int, list[_Call]], outputs: str, n1: int, n2: int,
+                   pr: Probe, n_fallback: int) -> None:
     """Gram or Jacobian route per group, and the plan's FLOPs and bytes (see module doc)."""
     k, item = pr.n_out, pr.itemsize
     c = k * k if outputs == "full" else k
@@ -210,8 +244,8 @@ def _choose_routes(plan: Plan, calls, outputs: str, n1: int, n2: int, pr: Probe,
             continue
         rows, width_in, width_out, n_groups = 0, 0, 0, 1
         for mid, i in g.calls:
-            m = plan.modules[mid][0]
-            feature, _, _, out = calls[mid][i]
+            m = plan.modules[mid].module
+            feature, out = calls[mid][i].feature, calls[mid][i].output
             roles = g.roles[mid]
             if g.handler.kind == "index":  # (B, S) indices
                 rows += feature.shape[1]
@@ -254,7 +288,7 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
     if plan is None:
         plan = plan_structured(model, x1, selected=selected, outputs=outputs, n1=n1, n2=n2,
                                pr=pr)
-    params, constants = functional_tensors(model, x1.dtype, selected=selected,
+    params, constants = functional_tensors(model, pr.dtype, selected=selected,
                                            requires_grad=True)
     fb_params = {n: params[n].detach() for n in plan.fallback}
     fb_constants = {**constants, **{n: p.detach() for n, p in params.items()
@@ -267,11 +301,14 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
     # Jacobian can be formed when its products are due, all in one buffer.
     lazy = x2 is None and bs >= n1
 
-    def state(x: Tensor):
-        return _features(plan, model, params, constants, fb_params, fb_constants, x, k, lazy)
+    like = x1.new_empty(0, dtype=pr.dtype)  # the computation's dtype (x1 may hold indices)
+
+    def state(x: Tensor) -> BlockState:
+        return _features(plan, model, params, constants, fb_params, fb_constants, x, k, like,
+                         lazy)
 
     budget = DEFAULT_BUDGET if max_memory is None else max_memory
-    out = new_result(n1, n2, k, outputs, x1)
+    out = new_result(n1, n2, k, outputs, like)
     return fill_blocks(out, x1, x2, block=bs, left=state, right=None,
                        pair=lambda a, b: pair_block(a, b, outputs, k), outputs=outputs,
                        cache_right=(n2 + bs) * plan.per_example <= budget,
@@ -279,41 +316,42 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
 
 
 def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_constants,
-              x: Tensor, k: int, lazy: bool = False):
-    """A block's state for ``pair_block``: ``(x, grams, jacobians)``, with Gram-route factors
-    ``(kind, A, G, G G^T if G is the same for every example else None)`` and a list of the
-    Jacobians ``(B, K, P_i)`` of everything else (kept apart: concatenating would copy them);
+              x: Tensor, k: int, like: Tensor, lazy: bool = False) -> BlockState:
+    """A block's state for ``pair_block``: Gram-route factors and a list of the Jacobians
+    ``(B, K, P_i)`` of everything else (kept apart: concatenating would copy them);
     ``lazy``: convolution weights' Jacobians as ``LazyJacobian`` factors instead."""
     n = x.shape[0]
     f, calls = _forward(model, params, constants, plan.modules, x)
     used = [(mid, i) for g in plan.groups for mid, i in g.calls]
     for mid, i in used:
-        if isinstance(calls[mid][i][0], str):
-            raise RuntimeError(f"model: {type(plan.modules[mid][0]).__name__} changed between "
-                               f"forward passes ({calls[mid][i][0]}); use "
+        if isinstance(calls[mid][i].feature, str):
+            raise RuntimeError(f"model: {type(plan.modules[mid].module).__name__} changed "
+                               f"between forward passes ({calls[mid][i].feature}); use "
                                f"strategy='jacobian'")
-    outs = list({(mid, i): calls[mid][i][3] for mid, i in used}.items())
+    outs = list({(mid, i): calls[mid][i].output for mid, i in used}.items())
     g_of = dict(zip([c for c, _ in outs],
                     _output_grads(f, [z for _, z in outs], k, plan.sequential),
                     strict=True))  # (B, K, *out) per call
-    grams, jacs = [], []
+    grams: list[GramFactor] = []
+    jacs: list[Tensor | LazyJacobian] = []
     for g in plan.groups:
         handler = g.handler
         if handler.kind == "direct":
             role = next(iter(g.roles.values()))[0]
-            jacs.append(sum(handler.jacobian(plan.modules[mid][0], calls[mid][i][0],
+            jacs.append(sum(handler.jacobian(plan.modules[mid].module, calls[mid][i].feature,
                                              g_of[(mid, i)], role) for mid, i in g.calls))
             continue
-        m = plan.modules[g.calls[0][0]][0]
-        if (g.route == "jacobian" and len(g.calls) == 1
-                and isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1):
-            jacs.extend(_conv_jacobians(calls[g.calls[0][0]][g.calls[0][1]][0],
-                                        g_of[g.calls[0]], g.roles[id(m)], lazy))
+        first = calls[g.calls[0][0]][g.calls[0][1]].feature
+        if (g.route == "jacobian" and len(g.calls) == 1 and handler is CONV_HANDLER
+                and first.shape[1] == 1):  # one ungrouped convolution
+            m = plan.modules[g.calls[0][0]].module
+            jacs.extend(_conv_jacobians(first, g_of[g.calls[0]], g.roles[id(m)],
+                                        handler.scales(m), lazy))
             continue
         a_parts, g_parts = [], []
         for mid, i in g.calls:
-            m = plan.modules[mid][0]
-            feature = calls[mid][i][0]
+            m = plan.modules[mid].module
+            feature = calls[mid][i].feature
             g_parts.append(handler.grads(m, g_of[(mid, i)]))
             a_parts.append(feature if handler.kind == "index"
                            else _columns(handler, m, feature, g.roles[mid]))
@@ -325,7 +363,8 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
             const = None
             if grad.shape[1] == 1 and torch.equal(grad, grad[:1].expand_as(grad)):
                 const = grad[0, 0] @ grad[0, 0].T
-            grams.append((handler.kind, a if handler.kind == "index" else a[:, 0], grad, const))
+            grams.append(GramFactor(handler.kind, a if handler.kind == "index" else a[:, 0],
+                                    grad, const))
         else:
             jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
     if fb_params:
@@ -333,23 +372,26 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
     narrow = [j for j in jacs if j.shape[2] < _NARROW]
     if len(narrow) > 1:  # one product for all of them: many thin ones cost more than a copy
         jacs = [j for j in jacs if j.shape[2] >= _NARROW] + [torch.cat(narrow, dim=2)]
-    return x, grams, jacs
+    return BlockState(n, like, grams, jacs)
 
 
-def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str],
+def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str], scales: tuple[float, float],
                     lazy: bool = False) -> list[Tensor | LazyJacobian]:
     """Per-example gradients of one ungrouped convolution's ``roles`` from its patches
     ``(B, 1, S, in)`` and output gradient ``(B, K, out, *spatial)``: the weight's is one
     batched product ``(B, K out, S) @ (B, S, in)`` (``lazy``: its factors, if it is wide),
-    the bias's the sum over positions."""
+    the bias's the sum over positions; ``scales``: ``(w_scale, b_scale)`` of the module."""
     b, k, c = g.shape[:3]
     g = g.reshape(b, k * c, -1)
+    w_scale, b_scale = scales
     jacs: list[Tensor | LazyJacobian] = []
     if "weight" in roles:
-        weight = LazyJacobian(g, patches[:, 0], k)
+        a = patches[:, 0] if w_scale == 1.0 else patches[:, 0] * w_scale
+        weight = LazyJacobian(g, a, k)
         jacs.append(weight if lazy and weight.shape[2] >= _NARROW else weight.form())
     if "bias" in roles:
-        jacs.append(g.sum(2).view(b, k, c))
+        bias = g.sum(2).view(b, k, c)
+        jacs.append(bias if b_scale == 1.0 else bias * b_scale)
     return jacs
 
 
@@ -374,7 +416,7 @@ class LazyJacobian:
         rows, inner = g.shape[1], self.a.shape[-1]
         n = b * rows * inner
         out = empty((n,), self.a) if buffer is None else buffer[:n]
-        if inner < _THIN:  # transposed, then copied: 3.7 ms against 5.1 (benchmark CNN, 1st conv)
+        if inner < _THIN:  # transposed, then copied: faster for the benchmark CNN's 1st conv
             flipped = torch.bmm(self.a.transpose(1, 2), g.transpose(1, 2))
             out.view(b, rows, inner).copy_(flipped.transpose(1, 2))
         else:
@@ -415,7 +457,7 @@ def _output_grads(f: Tensor, outs: list[Tensor], k: int, sequential: bool) -> li
     return grads
 
 
-def _columns(handler: Handler, m: nn.Module, feature: Tensor, roles: list[str]) -> Tensor:
+def _columns(handler: StructuredHandler, m: nn.Module, feature: Tensor, roles: list[str]) -> Tensor:
     """``(B, groups, S, in')``: the scaled input rows, then a column of ones for a bias."""
     w_scale, b_scale = handler.scales(m)
     cols = []
