@@ -67,7 +67,7 @@ def times(t, like: Tensor) -> tuple[Tensor, bool]:
     """``t`` (a number or a 1-D sequence of non-negative finite times) as a 1-D tensor in
     ``like``'s dtype, and whether it was a scalar (so that the time axis is dropped from the
     outputs)."""
-    if isinstance(t, (list, tuple, int, float)) and not isinstance(t, bool):
+    if isinstance(t, (list, tuple, int, float, np.ndarray, np.number)) and not isinstance(t, bool):
         try:
             t64 = np.asarray(t, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
@@ -78,7 +78,7 @@ def times(t, like: Tensor) -> tuple[Tensor, bool]:
             raise ValueError(f"t={float(np.abs(t64).max()):g} overflows the kernel's dtype "
                              f"{str(like.dtype).removeprefix('torch.')} (largest {top:.3g}): "
                              f"times are kept in the kernel's dtype; use a float64 kernel")
-        t = t64 if isinstance(t, (list, tuple)) else float(t)
+        t = float(t) if isinstance(t, (int, float)) else t64
     tt = as_tensor(t, "t", like.dtype)
     if tt.ndim > 1:
         raise ValueError(f"t must be a number or a 1-D tensor of times; got shape "
