@@ -148,7 +148,7 @@ class KernelContract:
 
     def test_symmetric(self, case: Case, x):
         # x1 is x2: the input Gram matrix is mirrored, every formula is symmetric or
-        # mirrored, so symmetry is exact, not approximate.
+        # mirrored, so symmetry is exact, not approximate (by construction, on any CPU).
         k = case.net().kernel(x)
         assert torch.equal(k.nngp, k.nngp.T)
         assert torch.equal(k.ntk, k.ntk.T)
@@ -174,14 +174,15 @@ class KernelContract:
 
     def test_diagonal_is_cov1_exactly(self, case: Case, x):
         # When x1 is x2 the diagonal is the variance itself, not an off-diagonal formula at
-        # c = 1 (which would carry sqrt(eps) errors through arccos-type functions).
+        # c = 1 (which would carry sqrt(eps) errors through arccos-type functions): one
+        # computation written to both places, so bit for bit.
         k = case.net().kernel(x)
         assert torch.equal(k.nngp.diagonal(), k.cov1)
 
     def test_blocks_match_whole(self, case: Case, x, x2):
         # Each entry depends on its pair of inputs only: blocks of 4 (not dividing N = 6)
         # agree with one block up to summation order in the Gram matrices.
-        # The mirrored blocks keep the kernel exactly symmetric.
+        # The mirrored blocks keep the kernel exactly symmetric (by construction: bit for bit).
         net = case.net()
         for a, b in ((x, None), (x, x2)):
             whole, blocked = net.kernel(a, b), net.kernel(a, b, batch_size=4)
@@ -213,7 +214,7 @@ class KernelContract:
         # float32 (unit roundoff u = 6e-8) through ~10-30 rounded operations per entry
         # (measured: at most 9u); 3e-6 = 50u of the largest entry leaves margin for the
         # near-parallel pair, whose angle carries u / theta. The diagonal keeps the
-        # exactness of its cov1 path.
+        # exactness of its cov1 path (the same numbers written twice: bit for bit).
         net = case.net()
         k64, k32 = net.kernel(x), net.kernel(x.float())
         assert k32.nngp.dtype == k32.ntk.dtype == torch.float32
@@ -223,7 +224,8 @@ class KernelContract:
         assert torch.equal(k32.nngp.diagonal(), k32.cov1)
 
     def test_nngp_only(self, case: Case, x):
-        # get="nngp" must not change the NNGP (no shared state with the NTK recursion).
+        # get="nngp" must not change the NNGP (no shared state with the NTK recursion): the
+        # same NNGP recursion on the same numbers, so bit for bit.
         net = case.net()
         k = net.kernel(x, get="nngp")
         assert k.ntk is None

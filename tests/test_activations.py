@@ -199,7 +199,8 @@ def test_angle_is_exactly_zero_on_the_diagonal():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_abrelu_diagonal_is_exact(layer, dtype, x):
     # At c = 1 the arc-cosine kernel is ((a^2 + b^2)/2) q for both E[phi phi] and, as a
-    # factor, Theta: bit for bit, in float32 too.
+    # factor, Theta: bit for bit, in float32 too (the layer's diagonal is that one rounded
+    # product of the same numbers, the computation the test repeats; no transcendental).
     t = (layer.a**2 + layer.b**2) / 2
     pre = L.Dense(3, W_std=1.3, b_std=0.2)
     k0 = L.serial(pre).kernel(x.to(dtype))

@@ -85,7 +85,8 @@ def test_concat_is_width_weighted_mean(x):
 
 
 def test_nested_serial_is_flattened(x):
-    # serial(serial(a, b), c) is serial(a, b, c): three layers, the same kernel.
+    # serial(serial(a, b), c) is serial(a, b, c): three layers, the same computation in the
+    # same order, so the same kernel bit for bit.
     a, b, c = L.Dense(4, W_std=1.1), L.ReLU(), L.Dense(1)
     nested, flat = L.serial(L.serial(a, b), c), L.serial(a, b, c)
     assert nested.layers == flat.layers and len(nested.layers) == 3

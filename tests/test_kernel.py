@@ -81,6 +81,7 @@ def test_equal_second_batch_is_the_same_inputs(x):
 
 
 def test_numpy_inputs_match_tensors(x, x2):
+    # numpy inputs become the same float64 tensors: the same computation, bit for bit.
     net = _net()
     a, b = net.kernel(x.numpy(), x2.numpy()), net.kernel(x, x2)
     assert torch.equal(a.nngp, b.nngp) and torch.equal(a.ntk, b.ntk)
@@ -88,7 +89,8 @@ def test_numpy_inputs_match_tensors(x, x2):
 
 @pytest.mark.parametrize("get, has_ntk", [("nngp", False), ("ntk", True), (("nngp", "ntk"), True)])
 def test_get_selects_kernels(x, get, has_ntk):
-    # The NNGP is always computed (the NTK recursion needs it) and identical either way.
+    # The NNGP is always computed (the NTK recursion needs it) and identical either way (the
+    # same recursion on the same numbers: bit for bit).
     k = _net().kernel(x, get=get)
     assert (k.ntk is not None) == has_ntk
     assert torch.equal(k.nngp, _net().kernel(x).nngp)
@@ -97,7 +99,8 @@ def test_get_selects_kernels(x, get, has_ntk):
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 100])
 def test_any_block_size_gives_the_same_kernel(batch_size):
     # Seven inputs in blocks of 1 to 100 (dividing 7 or not, or larger): the same kernel up
-    # to summation order in the Gram matrices, exactly symmetric, exact diagonal.
+    # to summation order in the Gram matrices, exactly symmetric, exact diagonal (mirrored
+    # blocks and cov1 written on the diagonal: bit for bit by construction).
     g = torch.Generator().manual_seed(5)
     x = torch.randn(7, 3, dtype=torch.float64, generator=g)
     x2 = torch.randn(4, 3, dtype=torch.float64, generator=g)

@@ -158,3 +158,22 @@ def test_cho_solve_equals_torch_cholesky_solve():
                                atol=0)
     torch.testing.assert_close(cho_solve(chol, b[:, 0]), torch.cholesky_solve(b, chol)[:, 0],
                                rtol=1e-12, atol=0)
+
+
+def test_psd_solver_on_a_low_rank_kernel_is_the_pseudo_inverse():
+    # Rank 5 of 20: Cholesky leaves rounding-level pivots on the 15 dependent rows, and the
+    # solver falls back to the pseudo-inverse on the range (the minimum-norm solution).
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20, 5, dtype=torch.float64, generator=g)
+    k = a @ a.T
+    b = torch.randn(20, 3, dtype=torch.float64, generator=g)
+    solver = PSDSolver(k, method="cholesky")
+    assert solver.rank == 5
+    want = np.linalg.pinv(k.numpy(), rcond=1e-10, hermitian=True) @ b.numpy()
+    # Condition ~1e2 on the range: both pseudo-inverses agree to ~1e-13.
+    np.testing.assert_allclose(solver.solve(b).numpy(), want, rtol=1e-9, atol=1e-11)
+    proj = a @ torch.linalg.lstsq(a, b).solution  # projection on the range, by least squares
+    torch.testing.assert_close(solver.range_part(b), proj, rtol=1e-9, atol=1e-11)
+    # A definite kernel stays on the Cholesky path: rank n, the right-hand side unprojected.
+    definite = PSDSolver(k + torch.eye(20, dtype=torch.float64))
+    assert definite.rank == 20 and definite.range_part(b) is b

@@ -11,7 +11,7 @@ from .._checks import as_inputs, check_get, check_pair
 from ..kernel import Kernel
 from ..solve import eigh
 from ._gp import Gaussian, GPPredictor
-from ._inputs import check_rate, kernel_and_targets, phi1, regularizer, times
+from ._inputs import check_rate, decay, kernel_and_targets, phi1, regularizer, times
 from ._inputs import learning_rate as check_learning_rate
 
 __all__ = ["EnsemblePredictor", "gradient_descent_mse_ensemble"]
@@ -97,13 +97,23 @@ class EnsemblePredictor:
     def _converged(self, g: str, kt: Kernel | None, ktt: Tensor | None,
                    compute_cov: bool) -> Gaussian:
         y = self.y_train
-        if kt is None:
-            n = y.shape[0]
-            return Gaussian(y.clone(), y.new_zeros(n, n) if compute_cov else None)
         if self._gp is None:
             self._gp = GPPredictor(self.k_train_train, y, diag_reg=self._reg_args[0],
                                    diag_reg_absolute_scale=self._reg_args[1],
                                    solver=self._solver)
+        if kt is None:
+            # The t -> infinity limit of _at's train-set formulas: E_inf = I - P, with P the
+            # projection on the range of K_g (the identity unless K_g is singular).
+            solver = self._gp.solver(g)
+            n = y.shape[0]
+            if solver.rank == n:
+                return Gaussian(y.clone(), y.new_zeros(n, n) if compute_cov else None)
+            mean = solver.range_part(y.reshape(n, -1)).reshape(y.shape)
+            if not compute_cov:
+                return Gaussian(mean, None)
+            e_inf = torch.eye(n, dtype=y.dtype, device=y.device) - solver.range_part(
+                torch.eye(n, dtype=y.dtype, device=y.device))
+            return Gaussian(mean, e_inf @ self.k_train_train.nngp @ e_inf)
         return self._gp(kt, ktt, get=g)
 
     def _at(self, g: str, tt: Tensor, kt: Kernel | None, ktt: Tensor | None,
@@ -119,12 +129,12 @@ class EnsemblePredictor:
         if kt is None:
             # Train set: f(t) = E_t f(0) + (I - E_t) y with E_t = exp(-eta t K_g / y.size)
             # and f(0) ~ N(0, K_nngp): mean (I - E_t) y, covariance E_t K_nngp E_t.
-            decay = torch.exp(-evals[None, :] * s[:, None])
-            mean = y2 - evecs @ (decay[:, :, None] * coef)
+            e = decay(evals, s)
+            mean = y2 - evecs @ (e[:, :, None] * coef)
             mean = mean.reshape((len(tt), -1) + out_shape)
             if not compute_cov:
                 return Gaussian(mean, None)
-            e_t = (evecs * decay[:, None, :]) @ evecs.T  # (T, n, n)
+            e_t = (evecs * e[:, None, :]) @ evecs.T  # (T, n, n)
             return Gaussian(mean, e_t @ k.nngp @ e_t)
         # Test set: f_test(t) = f_test(0) + A_t (y - f(0)), A_t = K_td,g V diag(phi_t) V^T.
         w = getattr(kt, g) @ evecs  # (m, n)
@@ -163,7 +173,9 @@ def gradient_descent_mse_ensemble(
     Gaussian (the NTK-GP of Lee et al. 2019): ``get="ntk"``. ``get="nngp"`` replaces the NTK by
     the NNGP (training the readout layer only), whose ``t = None`` limit is the exact Bayesian
     posterior. Kernels come from ``net.kernel`` (computed once for the training set, cached);
-    eigendecompositions (finite ``t``) and Cholesky factors (``t=None``) likewise.
+    eigendecompositions (finite ``t``) and factorisations (``t=None``) likewise. On a singular
+    training kernel (duplicate inputs) ``t=None`` is the ``t -> infinity`` limit, as in
+    :func:`gradient_descent_mse`.
 
     **Arguments:**
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from .._checks import check_get
 from ..kernel import Kernel
 from ..solve import PSDSolver
-from ._inputs import kernel_and_targets, regularizer, test_kernel
+from ._inputs import as_tensor, kernel_and_targets, regularizer, test_kernel
 
 __all__ = ["Gaussian", "GPPredictor", "gp_inference"]
 
@@ -47,8 +47,13 @@ class GPPredictor:
         self._solver = solver
         self._solvers: dict[str, tuple[PSDSolver, Tensor]] = {}
 
+    def solver(self, g: str) -> PSDSolver:
+        """The cached solver of ``K_g + reg I`` (``g``: ``"nngp"``/``"ntk"``, or ``"nngp"`` for
+        a plain tensor ``k_train_train``)."""
+        return self._solve(g)[0]
+
     def _solve(self, g: str) -> tuple[PSDSolver, Tensor]:
-        """The cached solver of ``K_g + reg I`` and ``(K_g + reg I)^{-1} y``."""
+        """The cached solver of ``K_g + reg I`` and ``(K_g + reg I)^{+} y``."""
         if g not in self._solvers:
             k, y = kernel_and_targets(_pick(self.k_train_train, g, "k_train_train"), self._y)
             solver = PSDSolver(k, diag_reg=regularizer(*self._reg_args, k), method=self._solver)
@@ -93,17 +98,43 @@ class GPPredictor:
         if ktt.shape != (kt.shape[0], kt.shape[0]):
             raise ValueError(f"k_test_test must have shape {(kt.shape[0],) * 2}; got "
                              f"{tuple(ktt.shape)}")
-        ktt = ktt.to(k.dtype)
+        ktt = as_tensor(ktt, "k_test_test", k.dtype).to(k.device)
         if g != "ntk":
             # Bayesian posterior: K_tt - K_td K^{-1} K_dt.
-            return Gaussian(mean, ktt - kt @ solver.solve(kt.T))
+            q = kt @ solver.solve(kt.T)
+            return Gaussian(mean, _checked(ktt - q, ktt.diagonal().abs() + q.diagonal().abs()))
         # Infinite ensemble trained to convergence (Lee et al. 2019, eq. 16): with
         # A = Theta_td Theta^{-1}, cov = K_tt + A K A^T - A K_dt - K_td A^T (K the NNGP).
         nngp = _pick(self.k_train_train, "nngp", "k_train_train").to(k.dtype)
         nngp_td = test_kernel(_pick(k_test_train, "nngp", "k_test_train"), k)
         a_t = solver.solve(kt.T)  # (n, m) = A^T
         cross = nngp_td @ a_t
-        return Gaussian(mean, ktt + a_t.T @ nngp @ a_t - cross - cross.T)
+        aka = a_t.T @ nngp @ a_t
+        scale = ktt.diagonal().abs() + aka.diagonal().abs() + 2 * cross.diagonal().abs()
+        return Gaussian(mean, _checked(ktt + aka - cross - cross.T, scale))
+
+
+def _checked(cov: Tensor, scale: Tensor) -> Tensor:
+    """``cov``, after checking that its variances are not negative beyond rounding.
+
+    The posterior variances are differences of terms of size ``scale`` (per test point). The
+    subtracted quadratic form ``k_i K^+ k_i`` is accurate to ``2 sqrt(eps) K_tt,ii``: its
+    rounding error ``eps |k_i| / sqrt(lambda)`` per eigen-direction, with ``lambda >= n eps
+    lambda_max`` on the range and ``|k_i|^2 <= n K_tt,ii lambda_max`` for a jointly PSD
+    kernel. A ``k_test_test`` that does not belong with the training and cross kernels
+    (another kernel, another scale, a float32 copy) gives negative variances of the order of
+    the terms themselves; ``10 sqrt(eps) * scale`` separates the two."""
+    var = cov.diagonal()
+    tol = 10 * torch.finfo(cov.dtype).eps ** 0.5 * scale
+    bad = var < -tol
+    if bool(bad.any()):
+        i = int(torch.argmax(torch.where(bad, -var / scale, 0.0)))
+        raise ValueError(
+            f"k_test_test gives a negative posterior variance {float(var[i]):.6g} at test "
+            f"point {i} (beyond rounding, {float(tol[i]):.3g}): it must be the kernel of the "
+            f"test inputs computed with the same kernel function as k_train_train and "
+            f"k_test_train (the joint kernel must be positive semi-definite)")
+    return cov
 
 
 def gp_inference(k_train_train, y_train, *, diag_reg: float = 0.0,

@@ -11,8 +11,13 @@ from ..solve._checks import as_square
 
 
 def as_tensor(x, name: str, dtype: torch.dtype | None = None) -> Tensor:
-    """``x`` (tensor, array or number) as a finite floating-point tensor of ``dtype``."""
-    if isinstance(x, np.ndarray) or isinstance(x, (int, float)) and not isinstance(x, bool):
+    """``x`` (tensor, array or number) as a finite floating-point tensor of ``dtype``.
+
+    A Python number is converted straight to ``dtype`` (not through the default float32,
+    which would round ``0.3`` and overflow ``1e300``)."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        x = torch.tensor(x, dtype=dtype or torch.get_default_dtype())
+    elif isinstance(x, np.ndarray):
         x = torch.as_tensor(x)
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, numpy array or number; got "
@@ -59,10 +64,22 @@ def outputs(value, shape: tuple[int, ...], name: str, like: Tensor) -> Tensor:
 
 
 def times(t, like: Tensor) -> tuple[Tensor, bool]:
-    """``t`` (a number or a 1-D sequence of non-negative finite times) as a 1-D tensor, and
-    whether it was a scalar (so that the time axis is dropped from the outputs)."""
-    tt = as_tensor(t, "t", like.dtype) if not isinstance(t, (list, tuple)) else \
-        as_tensor(torch.tensor(t, dtype=like.dtype), "t")
+    """``t`` (a number or a 1-D sequence of non-negative finite times) as a 1-D tensor in
+    ``like``'s dtype, and whether it was a scalar (so that the time axis is dropped from the
+    outputs)."""
+    if isinstance(t, (list, tuple, int, float, np.ndarray, np.number)) and not isinstance(t, bool):
+        try:
+            t64 = np.asarray(t, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"t must be a number or a 1-D sequence of numbers within the "
+                             f"float64 range; got {str(t)[:80]}") from None
+        top = torch.finfo(like.dtype).max
+        if np.isfinite(t64).all() and (np.abs(t64) > top).any():
+            raise ValueError(f"t={float(np.abs(t64).max()):g} overflows the kernel's dtype "
+                             f"{str(like.dtype).removeprefix('torch.')} (largest {top:.3g}): "
+                             f"times are kept in the kernel's dtype; use a float64 kernel")
+        t = float(t) if isinstance(t, (int, float)) else t64
+    tt = as_tensor(t, "t", like.dtype)
     if tt.ndim > 1:
         raise ValueError(f"t must be a number or a 1-D tensor of times; got shape "
                          f"{tuple(tt.shape)}")
@@ -97,13 +114,26 @@ def learning_rate(value) -> float:
     return lr
 
 
+def decay(evals: Tensor, s: Tensor) -> Tensor:
+    """``exp(-evals * s)``: ``(T, n)`` for ``(n,)`` eigenvalues and ``(T,)`` scaled times; 1 on
+    the null space (``evals = 0``, whatever ``s``), where the residual never moves."""
+    return torch.where(evals == 0, 1.0, torch.exp(-evals[None, :] * s[:, None]))
+
+
 def phi1(evals: Tensor, s: Tensor) -> Tensor:
-    """``(1 - exp(-evals * s)) / evals``, equal to ``s`` at ``evals = 0``: ``(T, n)`` for
-    ``(n,)`` eigenvalues and ``(T,)`` scaled times, accurate for every ``evals * s >= 0``."""
+    """``(1 - exp(-evals * s)) / evals``: ``(T, n)`` for ``(n,)`` eigenvalues and ``(T,)``
+    scaled times, accurate for every ``evals * s >= 0`` (up to ``1 / evals`` as ``s -> inf``).
+
+    It is 0 on the null space (``evals = 0``, see :func:`ntkit.solve.eigh`) rather than its
+    limit ``s``: a test kernel consistent with the training kernel (jointly PSD) is orthogonal
+    to that space, so those directions contribute nothing in exact arithmetic, and ``s`` would
+    only multiply rounding error by the time."""
     x = evals[None, :] * s[:, None]
+    null = evals == 0
     small = x < 1e-8
-    ratio = torch.where(small, 1 - x / 2, -torch.expm1(-x) / torch.where(small, 1.0, x))
-    return ratio * s[:, None]
+    tail = -torch.expm1(-x) / torch.where(null, 1.0, evals)
+    out = torch.where(small, (1 - x / 2) * s[:, None], tail)
+    return torch.where(null, 0.0, out)
 
 
 def check_rate(lr: float, lam_max: float, size: int, name: str = "learning_rate") -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import torch  # noqa: F401 - used by the doctests
 from torch import Tensor
 
 from ..solve import PSDSolver, eigh
 from ._inputs import (
     at_times,
     check_rate,
+    decay,
     kernel_and_targets,
     outputs,
     phi1,
@@ -28,8 +29,9 @@ class MSEPredictor:
     """Outputs of gradient descent on MSE at time(s) ``t``; made by :func:`gradient_descent_mse`.
 
     Call it as ``predict(t=None, fx_train_0=0.0, fx_test_0=0.0, k_test_train=None)``; the
-    eigendecomposition (finite ``t``) and the Cholesky factorisation (``t=None``) of the
-    training kernel are each computed on first use and cached.
+    eigendecomposition (finite ``t``) and the factorisation (``t=None``,
+    :class:`ntkit.solve.PSDSolver`) of the training kernel are each computed on first use and
+    cached.
     """
 
     def __init__(self, k_train_train, y_train, *, learning_rate: float, diag_reg: float,
@@ -83,10 +85,14 @@ class MSEPredictor:
             raise ValueError("fx_test_0 was given without k_test_train: pass the (m, n) "
                              "kernel between test and training inputs")
         if t is None:
-            # t -> infinity: the train outputs reach y; the test outputs are kernel regression
-            # on the residual, K_td (K + reg I)^{-1} (y - f0).
-            fx_test = None if kt is None else ft0 + kt @ self.psd_solver.solve(y - f0)
-            return y.clone(), fx_test
+            # t -> infinity: the residual's component on the kernel's range decays, the one in
+            # its null space (singular kernels: duplicate inputs) never moves; the test outputs
+            # are kernel regression on the residual, K_td (K + reg I)^+ (y - f0).
+            solver = self.psd_solver
+            resid = y - f0
+            fx_train = y.clone() if solver.rank == k.shape[0] else f0 + solver.range_part(resid)
+            fx_test = None if kt is None else ft0 + kt @ solver.solve(resid)
+            return fx_train, fx_test
         tt, scalar = times(t, k)
         evals, evecs = self.eigh
         check_rate(self.learning_rate, float(evals[-1]), y.numel())
@@ -94,11 +100,11 @@ class MSEPredictor:
         s = tt * (self.learning_rate / y.numel())
         resid = (f0 - y).reshape(y.shape[0], -1)
         coef = evecs.T @ resid  # (n, k)
-        decay = torch.exp(-evals[None, :] * s[:, None])  # (T, n)
-        fx_train = y + (evecs @ (decay[:, :, None] * coef)).reshape((-1,) + tuple(y.shape))
+        fx_train = y + (evecs @ (decay(evals, s)[:, :, None] * coef)).reshape(
+            (-1,) + tuple(y.shape))
         fx_test = None
         if kt is not None:
-            # f_test(t) = f_test(0) - K_td K^{-1} (1 - exp(-eta t K / y.size)) (f0 - y).
+            # f_test(t) = f_test(0) - K_td K^+ (1 - exp(-eta t K / y.size)) (f0 - y).
             c = evecs @ (phi1(evals, s)[:, :, None] * coef)  # (T, n, k)
             fx_test = ft0 - (kt @ c).reshape((-1,) + tuple(ft0.shape))
         return at_times(scalar, fx_train, fx_test)
@@ -124,9 +130,13 @@ def gradient_descent_mse(
     - ``f_test(t) = f_test(0) - K_td K^{-1} (I - exp(-eta t K / y.size)) (f_train(0) - Y)``,
 
     and at ``t = None`` (convergence) ``f_test = f_test(0) + K_td K^{-1} (Y - f_train(0))``,
-    kernel regression. ``K`` is ``k_train_train + diag_reg * I`` (``diag_reg`` times the mean
-    diagonal unless ``diag_reg_absolute_scale``); outputs are independent, i.e. the full kernel
-    is ``K ⊗ I_outputs``. With the NTK this is the trained network of Lee et al. 2019; with
+    kernel regression. On a singular kernel (duplicate inputs, low rank) ``K^{-1}`` is the
+    pseudo-inverse on its range (eigenvalues above ``n * eps * lambda_max``): the part of
+    ``Y - f_train(0)`` in the null space never moves, so ``f_train(inf)`` differs from ``Y``
+    there, and ``t=None`` equals the ``t -> infinity`` limit in every case. ``K`` is
+    ``k_train_train + diag_reg * I`` (``diag_reg`` times the mean diagonal unless
+    ``diag_reg_absolute_scale``); outputs are independent, i.e. the full kernel is
+    ``K ⊗ I_outputs``. With the NTK this is the trained network of Lee et al. 2019; with
     the NNGP, a network whose readout layer alone is trained.
 
     **Arguments:**

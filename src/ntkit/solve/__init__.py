@@ -3,9 +3,11 @@
 - :func:`cholesky`: Cholesky with increasing jitter (and a :class:`JitterWarning` giving the
   amount) for singular-to-working-precision kernels, and :class:`NotPSDError` naming the most
   negative eigenvalue of a kernel that is not PSD beyond round-off.
-- :func:`eigh`: symmetric eigendecomposition with the same PSD check.
-- :func:`cg_solve`: preconditioned conjugate gradients; :class:`PSDSolver` picks it over
-  Cholesky above :data:`CG_THRESHOLD` rows.
+- :func:`eigh`: symmetric eigendecomposition with the same PSD check, eigenvalues below
+  :func:`rank_tolerance` set to exactly 0.
+- :func:`cg_solve`: preconditioned conjugate gradients.
+- :class:`PSDSolver`: ``(K + ridge I)^+ B`` by Cholesky, falling back to the pseudo-inverse on
+  the range for singular kernels, or by CG above :data:`CG_THRESHOLD` rows.
 - :func:`kernel_ridge`, :func:`centred_one_hot`: the ridge solve of the estimators and demo.
 """
 
@@ -17,6 +19,7 @@ from ._cholesky import NotPSDError as NotPSDError
 from ._cholesky import cho_solve as cho_solve
 from ._cholesky import cholesky as cholesky
 from ._eigh import eigh as eigh
+from ._eigh import rank_tolerance as rank_tolerance
 from ._psd import CG_THRESHOLD as CG_THRESHOLD
 from ._psd import PSDSolver as PSDSolver
 from ._ridge import centred_one_hot as centred_one_hot
@@ -24,7 +27,7 @@ from ._ridge import kernel_ridge as kernel_ridge
 
 __all__ = [
     "cho_solve",
-    "cholesky", "eigh", "cg_solve", "PSDSolver", "PivotedCholeskyPreconditioner",
+    "cholesky", "eigh", "rank_tolerance", "cg_solve", "PSDSolver", "PivotedCholeskyPreconditioner",
     "CG_THRESHOLD", "JitterWarning", "NotPSDError", "CGConvergenceWarning",
     "kernel_ridge", "centred_one_hot",
 ]

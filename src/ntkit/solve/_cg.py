@@ -29,12 +29,14 @@ class PivotedCholeskyPreconditioner:
     """``P^{-1}`` for ``P = L L^T + s I``, ``L`` the rank-``rank`` pivoted Cholesky of ``k``.
 
     **Arguments:** ``k`` ``(n, n)`` PSD; ``diag_reg`` the absolute ridge of the system
-    ``(k + diag_reg I) x = b``; ``rank`` of ``L`` (capped at ``n``).
+    ``(k + diag_reg I) x = b``; ``rank`` of ``L`` (capped at ``n``). ``factor`` has fewer
+    columns than ``rank`` when the kernel's numerical rank is smaller.
     """
 
     def __init__(self, k: Tensor, *, diag_reg: float = 0.0, rank: int = 100):
         n = k.shape[0]
         rank = min(rank, n)
+        self.rank = rank
         diag = k.diagonal().clone()
         factor = k.new_zeros(n, rank)
         scale = mean_diagonal(k)
