@@ -131,7 +131,11 @@ def compute(net, x1, x2=None, *, store, tile: int = 2048, get=("nngp", "ntk"),
                   var1=var1, var2=var2, get=get, batch_size=batch_size)
     # One example against one: a spec that only fails in the arithmetic (W_std = 1e308
     # overflows its square) or a kernel that is not finite fails before the store exists.
-    compute_tile(job, Tile(0, 0, 0, 1, 0, 1))
+    try:
+        compute_tile(job, Tile(0, 0, 0, 1, 0, 1))
+    except ArithmeticError as err:
+        raise ValueError(f"the kernel of one example fails with {type(err).__name__} ({err}): "
+                         f"are the spec's values (W_std, b_std, ...) too large?") from err
     tiles = plan_tiles(n1, n2, tile)
     run = uuid.uuid4().hex[:12]
     done = _finished(path, provenance, tiles, run=run, verify=verify) if exists else {}
