@@ -57,7 +57,7 @@ class LazyKernel:
                 raise IndexError(f"{self.name}: only ints and step-1 slices are supported; "
                                  f"got {ix!r}")
         out = self._read(*spans[0], *spans[1])
-        return torch.from_numpy(out[tuple(0 if s else slice(None) for s in squeeze)])
+        return torch.from_numpy(np.asarray(out[tuple(0 if s else slice(None) for s in squeeze)]))
 
     def _read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         own = self._owner

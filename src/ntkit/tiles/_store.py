@@ -201,9 +201,10 @@ def read_provenance(path: Path) -> dict:
         except (OSError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: array {name!r} is missing or unreadable "
                              f"({type(err).__name__})") from None
-        if got != want:
-            raise ValueError(f"{path}: array {name!r} has {_short(got)}, the provenance says "
-                             f"{_short(want)}")
+        for key in want:
+            if got[key] != want[key]:
+                raise ValueError(f"{path}: array {name!r} has {key} {_short(got[key])}, the "
+                                 f"provenance says {want[key]}")
     return p
 
 
@@ -292,7 +293,7 @@ def record(path: Path, tile: Tile, sums: dict[str, str], *, run: str, seconds: f
     entry = {"tile": [tile.i, tile.j], "rows": [tile.r0, tile.r1], "cols": [tile.c0, tile.c1],
              "checksums": sums, "run": run, "seconds": round(seconds, 4)}
     final = path / "_manifest" / f"{tile.key}.json"
-    tmp = final.with_suffix(f".tmp{os.getpid()}")
+    tmp = final.with_name(f"{final.name}.{uuid.uuid4().hex[:12]}.tmp")  # one per writer
     tmp.write_text(json.dumps(entry))
     os.replace(tmp, final)
     log_event(path, "computed", tile, run=run)
