@@ -22,6 +22,11 @@ from ntkit import tiles
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
+# torch.equal against net.kernel(x, batch_size=b) throughout: a tile is the in-memory
+# computation's own blocks (the same function on the same rows, in this process or a worker
+# on this machine), so this is the same computation run twice and is documented by
+# tiles.compute to agree bit for bit; reruns, resumes and read-backs are bit-exact too.
+
 
 def _net():
     return L.serial(L.Dense(64, W_std=1.5, b_std=0.1), L.ReLU(), L.Dense(64, W_std=1.5),
