@@ -35,6 +35,22 @@ def files(tmp_path):
     return tmp_path, argv, torch.from_numpy(x)
 
 
+def test_kernel_and_status(files, capsys):
+    tmp, argv, x = files
+    assert main(argv) == 0
+    # tiles.compute equals net.kernel with its block size bit for bit (the same computation).
+    assert torch.equal(tiles.open(tmp / "K.zarr").ntk.load(), _net().kernel(x, batch_size=16).ntk)
+    capsys.readouterr()
+    assert main(["kernel", "status", str(tmp / "K.zarr"), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "tiles: 6/6 done\n" in text and L.spec_hash(_net())[:12] in text
+    (tmp / "bad.json").write_text(json.dumps(
+        {"ntkit_spec": 1, "net": {"type": "Dense", "out_features": -3}}))
+    assert main(["kernel", str(tmp / "bad.json"), str(tmp / "x.npy"), "--out",
+                 str(tmp / "b.zarr")]) == 2
+    assert "out_features must be between 1" in capsys.readouterr().err
+
+
 def test_version_and_documented_defaults(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])

@@ -309,27 +309,6 @@ def test_spec_document_checks(tmp_path):
         L.load_spec(big)
 
 
-# -- CLI ------------------------------------------------------------------------------------
-def test_cli_kernel_and_status(tmp_path, capsys):
-    from ntkit.cli import main
-
-    net, x = _net(), _x(30)
-    L.save_spec(net, tmp_path / "net.json")
-    np.save(tmp_path / "x.npy", x.numpy())
-    out = tmp_path / "K.zarr"
-    assert main(["kernel", str(tmp_path / "net.json"), str(tmp_path / "x.npy"), "--out",
-                 str(out), "--tile", "16", "--no-progress"]) == 0
-    assert torch.equal(tiles.open(out).ntk.load(), net.kernel(x, batch_size=16).ntk)
-    capsys.readouterr()
-    assert main(["kernel", "status", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "tiles: 3/3 done" in text and L.spec_hash(net)[:12] in text
-    (tmp_path / "bad.json").write_text(_doc({"type": "Dense", "out_features": -3}))
-    assert main(["kernel", str(tmp_path / "bad.json"), str(tmp_path / "x.npy"), "--out",
-                 str(tmp_path / "b.zarr")]) == 2
-    assert "out_features must be between 1" in capsys.readouterr().err
-
-
 # -- reading verifies; stores are checked before use and never left behind (issue 17) -------
 def test_reads_verify_each_tile_against_its_checksum(tmp_path):
     import zarr

@@ -140,17 +140,18 @@ def compute(net, x1, x2=None, *, store, tile: int = 2048, get=("nngp", "ntk"),
     run = uuid.uuid4().hex[:12]
     done = _finished(path, provenance, tiles, run=run, verify=verify) if exists else {}
     todo = [t for t in tiles if t.key not in done]
-    if todo:
-        with ex:
-            group, created = create_or_check(path, provenance, shape=(n1, n2 or n1),
-                                             tile=tile, get=get)
-            try:
+    created = False
+    try:
+        if todo:
+            with ex:
+                group, created = create_or_check(path, provenance, shape=(n1, n2 or n1),
+                                                 tile=tile, get=get)
                 _run(ex, job, group, path, tiles, todo, run=run, verify=verify,
                      progress=progress)
-            except BaseException:
-                if created:
-                    remove_if_empty(path)
-                raise
+    except BaseException:
+        if created:  # after the executor has stopped: no write can follow the removal
+            remove_if_empty(path)
+        raise
     return open_store(path, verify=verify)
 
 
@@ -174,21 +175,27 @@ def _run(ex, job: TileJob, group, path, tiles, todo, *, run: str, verify: bool,
                disable=not progress, unit="tile")
     exit_after = int(os.environ.get(_EXIT_AFTER, "0"))
     recorded = 0
-    for t, sums, seconds in ex.map(job, todo):
-        # A remote worker's write is read back here: a store that is not shared at the same
-        # path fails now rather than leaving gaps. Local writes need not be.
-        if verify and not getattr(ex, "local", False) \
-                and not tile_intact(group, t, {"checksums": sums}, job.get):
-            raise RuntimeError(
-                f"tile {t.key} was written by a worker but reads back different from "
-                f"{path} here: the store must be on a filesystem that every worker and "
-                f"this process share at the same path"
-            )
-        record(path, t, sums, run=run, seconds=seconds)
-        recorded += 1
-        bar.update(1)
-        if recorded == exit_after:
-            os._exit(3)
+    results = ex.map(job, todo)
+    try:
+        for t, sums, seconds in results:
+            # A remote worker's write is read back here: a store that is not shared at the same
+            # path fails now rather than leaving gaps. Local writes need not be.
+            if verify and not getattr(ex, "local", False) \
+                    and not tile_intact(group, t, {"checksums": sums}, job.get):
+                raise RuntimeError(
+                    f"tile {t.key} was written by a worker but reads back different from "
+                    f"{path} here: the store must be on a filesystem that every worker and "
+                    f"this process share at the same path"
+                )
+            record(path, t, sums, run=run, seconds=seconds)
+            recorded += 1
+            bar.update(1)
+            if recorded == exit_after:
+                os._exit(3)
+    finally:
+        # A generator is closed on the way out (its pending write finishes), so that no tile
+        # is still being written when a failed run removes its store.
+        getattr(results, "close", lambda: None)()
     bar.close()
 
 

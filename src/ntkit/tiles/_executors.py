@@ -218,9 +218,12 @@ class DaskCluster:
         futures = [self.client.submit(run_tile, shared, t, retries=self.retries, pure=False,
                                       key=f"ntkit-tile-{t.key}-{os.getpid()}-{id(job)}")
                    for t in tiles]
-        for fut in as_completed(futures):
-            yield fut.result()
-            fut.release()
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+                fut.release()
+        finally:  # a failed run stops its queued tiles
+            self.client.cancel([f for f in futures if not f.done()])
 
 
 def _loopback(host: str) -> bool:
