@@ -109,9 +109,10 @@ def _read_only(tmp, argv, monkeypatch):
 
 def _no_scheduler(tmp, argv, monkeypatch):
     import dask
+    import distributed  # noqa: F401 - loads its configuration defaults, patched here
 
-    monkeypatch.setitem(dask.config.config, "distributed", dask.config.merge(
-        dask.config.config.get("distributed", {}), {"comm": {"timeouts": {"connect": "0.5s"}}}))
+    timeouts = dask.config.config["distributed"]["comm"]["timeouts"]
+    monkeypatch.setitem(timeouts, "connect", "0.5s")  # not the 30 s default
     argv += ["--scheduler", "tcp://127.0.0.1:1"]  # nothing listens on port 1
     return r"Timed out trying to connect to tcp://127.0.0.1:1"
 
