@@ -85,6 +85,7 @@ def test_triangle_tiles_cover_the_upper_triangle_once_and_rebuild_the_block(outp
             assert int(cover.max()) == 1
             assert bool(((cover + cover.T) > 0).all())
             assert len(grid.tiles()) == 2 ** (depth + 1) - 1 + (n % 2 ** depth > 0)
+            # Exact: the tiles are copies of theta's entries, no arithmetic.
             assert torch.equal(grid.result(), theta)  # each tile in its place
 
 
@@ -106,6 +107,8 @@ def test_tiled_blocks_match_the_jacobian_strategy(deep_tiles, monkeypatch, name,
         theta = empirical_ntk(model, x, strategy="structured", outputs=outputs,
                               batch_size=batch_size)
         assert _rel(theta, reference) < 1e-10
+        # Exact on any machine: the lower blocks are mirrored copies of the upper ones (and a
+        # diagonal block is averaged with its transpose, a commutative elementwise sum).
         assert torch.equal(theta, theta.transpose(0, 1) if outputs == "trace"
                            else theta.permute(1, 0, 3, 2) if outputs == "full"
                            else theta.permute(1, 0, 2))
@@ -122,4 +125,6 @@ def test_symmetrize_in_place_blocks_equals_the_whole_average(outputs, shape):
     expected = (theta + transpose) * 0.5
     for block_elements in (1, 20, 10**6):  # blocks of 1, 4 or 2, and 11 examples
         got = _blocks.symmetrize_(theta.clone(), outputs, block_elements)
-        assert torch.equal(got, expected)  # bit for bit, diagonal blocks included
+        # Bit for bit, diagonal blocks included: both are the same elementwise operations
+        # ((a + b) * 0.5, each correctly rounded), only grouped into blocks differently.
+        assert torch.equal(got, expected)

@@ -22,6 +22,11 @@ from ntkit import tiles
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
+# torch.equal against net.kernel(x, batch_size=b) throughout: a tile is the in-memory
+# computation's own blocks (the same function on the same rows, in this process or a worker
+# on this machine), so this is the same computation run twice and is documented by
+# tiles.compute to agree bit for bit; reruns, resumes and read-backs are bit-exact too.
+
 
 def _net():
     return L.serial(L.Dense(64, W_std=1.5, b_std=0.1), L.ReLU(), L.Dense(64, W_std=1.5),
@@ -62,7 +67,7 @@ def test_symmetric_tiles_equal_in_memory_exactly(tmp_path, n, tile, bs):
     ref = net.kernel(x, batch_size=bs)
     assert torch.equal(k.nngp.load(), ref.nngp) and torch.equal(k.ntk.load(), ref.ntk)
     assert k.done == k.total == (-(-n // tile)) * (-(-n // tile) + 1) // 2
-    assert torch.equal(torch.from_numpy(k.ntk[5:41, 60]), ref.ntk[5:41, 60])
+    assert torch.equal(k.ntk[5:41, 60], ref.ntk[5:41, 60])
 
 
 def test_rectangular_and_default_tile_float32(tmp_path):
@@ -304,22 +309,181 @@ def test_spec_document_checks(tmp_path):
         L.load_spec(big)
 
 
-# -- CLI ------------------------------------------------------------------------------------
-def test_cli_kernel_and_status(tmp_path, capsys):
-    from ntkit.cli import main
+# -- reading verifies; stores are checked before use and never left behind (issue 17) -------
+def test_reads_verify_each_tile_against_its_checksum(tmp_path):
+    import zarr
 
+    net, x = _net(), _x(40)
+    store = tmp_path / "v.zarr"
+    tiles.compute(net, x, store=store, tile=16, batch_size=16, progress=False)
+    ref = net.kernel(x, batch_size=16)  # the same computation: bit-exact
+    g = zarr.open_group(str(store), mode="r+")
+    g["ntk"][16:32, 32:40] = g["ntk"][16:32, 32:40] * (1 + 1e-15)  # tile 1.2, a few ulps off
+    (store / "nngp" / "c" / "0" / "1").unlink()  # tile 0.1's chunk deleted: reads as NaN
+    k = tiles.open(store)
+    assert k.done == k.total == 6 and k.check() == ["0.1", "1.2"]
+    for kernel, rows, cols, ij in [(k.ntk, slice(None), slice(None), (1, 2)),
+                                   (k.ntk, slice(33, 40), slice(20, 22), (1, 2)),  # mirrored
+                                   (k.nngp, slice(0, 3), slice(20, 21), (0, 1))]:
+        with pytest.raises(tiles.CorruptTileError, match=r"does not match its recorded") as e:
+            kernel[rows, cols]
+        assert isinstance(e.value, ValueError) and (e.value.i, e.value.j) == ij
+        assert e.value.name == kernel.name
+    # Untouched tiles read as computed; slices and load() are both tensors.
+    assert torch.equal(k.ntk[:16, :32], ref.ntk[:16, :32])
+    assert isinstance(k.ntk[3, 4:6], torch.Tensor) and isinstance(k.ntk[3, 5], torch.Tensor)
+    # The opt-out reads what is there (the altered values), without reading whole tiles.
+    fast = tiles.open(store, verify=False).ntk[16:32, 32:40]
+    assert not torch.equal(fast, ref.ntk[16:32, 32:40])
+    torch.testing.assert_close(fast, ref.ntk[16:32, 32:40], rtol=4e-15, atol=0)  # 1e-15 off
+    with pytest.raises(TypeError, match=r"verify must be True or False"):
+        tiles.open(store, verify="no")
+
+
+def test_tile_is_clamped_to_the_kernel(tmp_path):
+    def chunk_bytes(store):
+        return sorted(f.stat().st_size for f in Path(store).glob("n*/c/*/*"))
+
+    net, x = _net(), _x(40)
+    ref = net.kernel(x, batch_size=40)  # one tile of 40 rows computed in one block
+    # A tile of 200 on a 40 x 40 kernel once padded each chunk to 200 x 200 (a tile of
+    # 20000: 6 GB); 10**9 asked for 6.94 EiB. Now one 40 x 40 tile, chunks of 40 x 40.
+    for tile in (200, 10**9):
+        k = tiles.compute(net, x, store=tmp_path / f"{tile}.zarr", tile=tile, batch_size=40,
+                          progress=False)
+        assert k.tile == k.provenance["tile"] == 40 and k.total == 1
+        assert chunk_bytes(k.path) == [40 * 40 * 8] * 2
+        assert torch.equal(k.ntk.load(), ref.ntk)
+    # Rectangular: chunks are clamped per side, 10 x 30 rather than 30 x 30 (Zarr stores the
+    # edge chunk of 10 x 20 at the full chunk size too).
+    x2 = _x(50, seed=1)
+    k = tiles.compute(net, x[:10], x2, store=tmp_path / "r.zarr", tile=30, batch_size=10,
+                      progress=False)
+    assert chunk_bytes(k.path) == [10 * 30 * 8] * 4
+    assert torch.equal(k.nngp.load(), net.kernel(x[:10], x2, batch_size=10).nngp)
+    # Too many tiles (2000 x 2000 in tiles of 1: 2001000 > 2**20) is refused up front.
+    with pytest.raises(ValueError, match=r"2001000 tiles, over the limit of 1048576"):
+        tiles.compute(net, _x(2000), store=tmp_path / "many.zarr", tile=1, progress=False)
+    assert not (tmp_path / "many.zarr").exists()
+
+
+def _craft(store: Path, **changes) -> None:
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["ntkit_tiles"].update(changes)
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"n1": 10**6, "n2": 10**6, "tile": 1}, r"500000500000 tiles, over the limit of 1048576"),
+    ({"n1": 64, "n2": 64}, r"array 'nngp' has shape \[30, 30\], the provenance says \[64, 64\]"),
+    ({"tile": 8}, r"array 'nngp' has chunks \[16, 16\], the provenance says \[8, 8\]"),
+    ({"tile": 10**9}, r"provenance tile=1000000000 is not between 1 and 30"),
+    ({"tile": "16"}, r"field 'tile' must be an integer"),
+    ({"n2": True}, r"field 'n2' must be an integer"),
+    ({"get": ["ntk", "evil"]}, r"get=.* is not a list of 'nngp'/'ntk'"),
+    ({"dtype": "object"}, r"dtype 'object' is not one of"),
+    ({"symmetric": "yes"}, r"field 'symmetric' has the wrong type"),
+    ({"format": 99}, r"store format 99 is not 1"),
+])
+def test_crafted_provenance_is_refused_on_open(tmp_path, changes, match):
+    store = tmp_path / "p.zarr"
+    tiles.compute(_net(), _x(30), store=store, tile=16, batch_size=16, progress=False)
+    _craft(store, **changes)
+    with pytest.raises(ValueError, match=match):
+        tiles.open(store)
+    with pytest.raises(ValueError, match=match):  # a rerun is refused the same way
+        tiles.compute(_net(), _x(30), store=store, tile=16, batch_size=16, progress=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_store_metadata_is_read_bounded_from_regular_files_only(tmp_path):
+    store = tmp_path / "b.zarr"
+    tiles.compute(_net(), _x(30), store=store, tile=16, batch_size=16, progress=False)
+    meta = (store / "zarr.json").read_text()
+    (store / "zarr.json").write_text(meta[:-2] + " " * (8 << 20) + meta[-2:])
+    with pytest.raises(ValueError, match=r"zarr.json is over the limit of 8388608 bytes"):
+        tiles.open(store)
+    (store / "zarr.json").unlink()
+    os.mkfifo(store / "zarr.json")  # a reader of a FIFO waits for a writer: refused instead
+    with pytest.raises(ValueError, match=r"zarr.json is not a regular file"):
+        tiles.open(store)
+    (store / "zarr.json").unlink()
+    (store / "zarr.json").write_text(meta)
+    (store / "_manifest" / "0.1.json").write_text("{")  # unreadable: the tile is missing
+    (store / "_manifest" / "7.7.json").write_text("{}")  # not in the plan: ignored
+    assert tiles.open(store).done == 2
+
+
+def test_concurrent_runs_create_one_store(tmp_path):
+    # Four runs start on the same new store at once: one creates it, the others use it
+    # (each store creation once ended in FileExistsError '_manifest' for the losers).
+    net, x, store = _net(), _x(30), tmp_path / "c.zarr"
+    barrier, errors = threading.Barrier(4), []
+
+    def run():
+        barrier.wait()
+        try:
+            tiles.compute(net, x, store=store, tile=16, batch_size=16, progress=False)
+        except Exception as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["c.zarr"]  # no temporary left over
+    assert torch.equal(tiles.open(store).ntk.load(), net.kernel(x, batch_size=16).ntk)
+
+
+class _Boom:
+    """An executor whose first tile fails (a worker lost, a full disk)."""
+
+    local = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, job, todo):
+        raise RuntimeError("worker lost")
+        yield
+
+
+def test_failed_runs_leave_no_store_and_keep_finished_tiles(tmp_path, monkeypatch):
     net, x = _net(), _x(30)
-    L.save_spec(net, tmp_path / "net.json")
-    np.save(tmp_path / "x.npy", x.numpy())
-    out = tmp_path / "K.zarr"
-    assert main(["kernel", str(tmp_path / "net.json"), str(tmp_path / "x.npy"), "--out",
-                 str(out), "--tile", "16", "--no-progress"]) == 0
-    assert torch.equal(tiles.open(out).ntk.load(), net.kernel(x, batch_size=16).ntk)
-    capsys.readouterr()
-    assert main(["kernel", "status", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "tiles: 3/3 done" in text and L.spec_hash(net)[:12] in text
-    (tmp_path / "bad.json").write_text(_doc({"type": "Dense", "out_features": -3}))
-    assert main(["kernel", str(tmp_path / "bad.json"), str(tmp_path / "x.npy"), "--out",
-                 str(tmp_path / "b.zarr")]) == 2
-    assert "out_features must be between 1" in capsys.readouterr().err
+    store = tmp_path / "f.zarr"
+    with pytest.raises(ValueError, match=r"executor must be"):
+        tiles.compute(net, x, store=store, executor="gpu-cluster", progress=False)
+    with pytest.raises(ValueError, match=r"OverflowError .* too large\?"):  # W_std**2 = inf
+        tiles.compute(L.serial(L.Dense(4, W_std=1e308), L.ReLU(), L.Dense(1)), x,
+                      store=store, progress=False)
+    with pytest.raises(ValueError, match=r"NaN or infinite entries"):  # (1e200)**2 = inf
+        tiles.compute(net, x * 1e200, store=store, progress=False)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        tiles.compute(net, x, store=store, tile=16, executor=_Boom(), progress=False)
+    monkeypatch.setitem(sys.modules, "zarr", None)  # as if not installed
+    with pytest.raises(ImportError, match=r'pip install "ntkit\[dist\]"'):
+        tiles.compute(net, x, store=store, progress=False)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    # A store holding finished tiles is kept when a rerun fails.
+    tiles.compute(net, x, store=store, tile=16, batch_size=16, progress=False)
+    (store / "_manifest" / "1.1.json").unlink()
+    with pytest.raises(RuntimeError, match="worker lost"):
+        tiles.compute(net, x, store=store, tile=16, batch_size=16, executor=_Boom(),
+                      progress=False)
+    assert tiles.open(store).done == 2
+
+
+def test_unreachable_scheduler_leaves_no_store(tmp_path):
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}), \
+            pytest.raises(OSError, match=r"Timed out trying to connect"):
+        tiles.compute(_net(), _x(30), store=tmp_path / "s.zarr",
+                      executor="tcp://127.0.0.1:1", progress=False)
+    assert list(tmp_path.iterdir()) == []

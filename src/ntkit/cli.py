@@ -4,8 +4,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
 
 __all__ = ["main"]
+
+# What a bad input or environment raises (a missing file, a malformed spec or array, an
+# unreachable scheduler, a missing extra, a read-only disk): reported as one line, with
+# status 2. Anything else is a bug in ntkit and keeps its traceback.
+_FAILURES = (OSError, ValueError, TypeError, ArithmeticError, ImportError, MemoryError,
+             RuntimeError)
+
+
+def _prepare_output(path, name: str, *, directory: bool) -> Path:
+    """PLACEHOLDER for ``ntkit._paths.prepare_output_file`` / ``prepare_output_dir`` (the
+    lead replaces it at merge): create the output directory (``directory``) or the file's
+    parent, and check that it can be written to, before any work is done."""
+    path = Path(path)
+    if path.is_dir() != directory and path.exists():
+        raise ValueError(f"{name}: {path} is a {'file' if directory else 'directory'}")
+    folder = path if directory else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise ValueError(f"{name}: cannot write to {folder} ({err.strerror or err})") from None
+    return path
 
 
 def _positive_int_list(text: str) -> tuple[int, ...]:
@@ -21,6 +47,7 @@ def _positive_int_list(text: str) -> tuple[int, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntkit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="infinite-width MLP kernels on digits, and finite twins "
                                        "converging to them")
@@ -28,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                                                            "(default: demo_output)")
     demo.add_argument("--widths", type=_positive_int_list, default=(64, 256, 1024, 4096),
                       help="twin widths, comma-separated (default: 64,256,1024,4096)")
-    demo.add_argument("--seeds", type=int, default=8, help="initialisations per width")
+    demo.add_argument("--seeds", type=int, default=8, help="initialisations per width (default: 8)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     uci = sub.add_parser("uci", help="the UCI small-data benchmark of Arora et al. (ICLR 2020) "
                                      "on folders in the Fernandez-Delgado format")
@@ -50,8 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     kernel.add_argument("args", nargs="+", metavar="SPEC.json X.npy | status K.zarr")
     kernel.add_argument("--x2", default=None, help="second inputs (.npy); default: X itself")
     kernel.add_argument("--out", default=None, help="the Zarr store (a directory)")
-    kernel.add_argument("--tile", type=int, default=2048, help="rows per tile (default 2048)")
-    kernel.add_argument("--get", choices=("both", "nngp", "ntk"), default="both")
+    kernel.add_argument("--tile", type=int, default=2048,
+                        help="rows and columns per tile, at most the kernel's size "
+                             "(default: 2048)")
+    kernel.add_argument("--get", choices=("both", "nngp", "ntk"), default="both",
+                        help="the kernels to store: both, nngp or ntk (default: both)")
+    kernel.add_argument("--no-verify", action="store_true",
+                        help="trust the recorded tiles: do not read them back to compare "
+                             "with their checksums (status, and reruns)")
     where = kernel.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,
                        help="a local Dask cluster of N worker processes (default: this process)")
@@ -82,6 +115,8 @@ def _uci(args) -> int:
     except (FileNotFoundError, KeyError) as err:
         print(f"ntkit uci: {err.args[0]}", file=sys.stderr)
         return 2
+    if args.json is not None:
+        _prepare_output(args.json, "--json", directory=False)
     out = run_uci(args.data_dir, datasets=args.datasets, protocol=args.protocol,
                   max_samples=args.max_samples, workers=args.workers,
                   progress=not args.no_progress)
@@ -97,34 +132,42 @@ def _kernel(args) -> int:
         if len(args.args) != 2:
             print("usage: ntkit kernel status K.zarr", file=sys.stderr)
             return 2
-        return status_command(args.args[1])
+        return status_command(args.args[1], verify=not args.no_verify,
+                              progress=not args.no_progress)
     if len(args.args) != 2 or args.out is None:
         print("usage: ntkit kernel SPEC.json X.npy --out K.zarr [...]", file=sys.stderr)
         return 2
     return kernel_command(*args.args, x2=args.x2, out=args.out, tile=args.tile, get=args.get,
                           workers=args.workers, scheduler=args.scheduler,
-                          progress=not args.no_progress)
+                          verify=not args.no_verify, progress=not args.no_progress)
+
+
+def _demo(args) -> int:
+    if args.seeds <= 0:
+        print("ntkit demo: --seeds must be positive", file=sys.stderr)
+        return 2
+    if len(args.widths) < 2:
+        print("ntkit demo: --widths needs at least two widths to fit a slope", file=sys.stderr)
+        return 2
+    from .apps.demo import run_demo
+
+    _prepare_output(args.out, "--out", directory=True)
+    run_demo(out_dir=args.out, widths=args.widths, seeds=args.seeds,
+             progress=not args.no_progress)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        if args.seeds <= 0:
-            print("ntkit demo: --seeds must be positive", file=sys.stderr)
-            return 2
-        if len(args.widths) < 2:
-            print("ntkit demo: --widths needs at least two widths to fit a slope",
-                  file=sys.stderr)
-            return 2
-        from .apps.demo import run_demo
-
-        run_demo(out_dir=args.out, widths=args.widths, seeds=args.seeds,
-                 progress=not args.no_progress)
-    elif args.command == "uci":
-        return _uci(args)
-    elif args.command == "kernel":
-        return _kernel(args)
-    return 0
+    command = {"demo": _demo, "uci": _uci, "kernel": _kernel}[args.command]
+    try:
+        return command(args)
+    except _FAILURES as err:
+        print(f"ntkit {args.command}: {str(err) or type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ntkit {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._checks import all_finite
 from ._plan import Tile
 from ._store import open_group, write_tile
 
@@ -69,8 +70,13 @@ def compute_tile(job: TileJob, tile: Tile) -> dict[str, np.ndarray]:
         nngp, ntk = kernel_tile(planned, job.x1[rows], x2, job.var1[rows], v2,
                                 need_ntk="ntk" in job.get, diag_sp=diag_sp,
                                 batch_size=job.batch_size)
-    return {name: np.ascontiguousarray((nngp if name == "nngp" else ntk).numpy())
-            for name in job.get}
+    blocks = {name: (nngp if name == "nngp" else ntk) for name in job.get}
+    for name, block in blocks.items():
+        if not all_finite(block):
+            raise ValueError(f"tile {tile.key}: the {name} kernel has NaN or infinite entries "
+                             f"(inputs or weights too large for {block.dtype}?); nothing of "
+                             f"it is stored")
+    return {name: np.ascontiguousarray(block.numpy()) for name, block in blocks.items()}
 
 
 def run_tile(job: TileJob, tile: Tile) -> tuple[Tile, dict[str, str], float]:
@@ -212,9 +218,12 @@ class DaskCluster:
         futures = [self.client.submit(run_tile, shared, t, retries=self.retries, pure=False,
                                       key=f"ntkit-tile-{t.key}-{os.getpid()}-{id(job)}")
                    for t in tiles]
-        for fut in as_completed(futures):
-            yield fut.result()
-            fut.release()
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+                fut.release()
+        finally:  # a failed run stops its queued tiles
+            self.client.cancel([f for f in futures if not f.done()])
 
 
 def _loopback(host: str) -> bool:
@@ -264,6 +273,14 @@ def _worker_plugin(threads: int | None, hosts: dict[str, int]):
     return NtkitWorker()
 
 
+def _import_distributed() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError as err:
+        raise ImportError('a Dask executor needs dask.distributed: pip install "ntkit[dist]"'
+                          ) from err
+
+
 def make_executor(executor, *, workers: int | None):
     """The executor for ``compute``'s ``executor`` argument (see there)."""
     if executor is None or executor == "inprocess":
@@ -271,8 +288,10 @@ def make_executor(executor, *, workers: int | None):
     if executor == "processes":
         return ProcessPool(workers or _cores())
     if executor == "dask":
+        _import_distributed()
         return DaskCluster(workers=workers or 2)
     if isinstance(executor, str) and "://" in executor:
+        _import_distributed()
         return DaskCluster(executor)
     if hasattr(executor, "submit") and hasattr(executor, "scatter"):
         return DaskCluster(executor)  # a distributed.Client

@@ -1,4 +1,5 @@
-"""Reading a tile store: lazy ``(N1, N2)`` arrays that mirror the symmetric half on read."""
+"""Reading a tile store: lazy ``(N1, N2)`` kernels that mirror the symmetric half on read and
+check each tile against its recorded checksum."""
 
 from __future__ import annotations
 
@@ -6,16 +7,26 @@ import numpy as np
 import torch
 
 from ._plan import Tile, plan_tiles
-from ._store import open_group, provenance_of, read_manifest, store_path
+from ._store import (
+    CorruptTileError,
+    checksum,
+    open_group,
+    read_manifest,
+    read_provenance,
+    store_path,
+    tile_intact,
+)
 
 __all__ = ["open", "TiledKernel", "LazyKernel"]
 
 
 class LazyKernel:
     """One kernel of a tile store, read on demand: ``k[rows, cols]`` reads only the tiles it
-    needs (NumPy array; basic slices or ints), ``k.load()`` the whole ``(N1, N2)`` tensor.
-    For a symmetric kernel the tiles below the diagonal are the mirror images of those above.
-    Reading a tile that is not finished raises ``ValueError``."""
+    needs (ints or step-1 slices), ``k.load()`` the whole ``(N1, N2)`` kernel; both give a
+    ``torch.Tensor``. For a symmetric kernel the tiles below the diagonal are the mirror images
+    of those above. Reading a tile that is not finished raises ``ValueError``; one whose data
+    does not match its checksum raises :class:`CorruptTileError` (when the store was opened
+    with ``verify=True``)."""
 
     def __init__(self, owner: TiledKernel, name: str):
         self._owner, self.name = owner, name
@@ -25,7 +36,7 @@ class LazyKernel:
     def __repr__(self):
         return f"LazyKernel({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
-    def __getitem__(self, index) -> np.ndarray:
+    def __getitem__(self, index) -> torch.Tensor:
         if not isinstance(index, tuple):
             index = (index, slice(None))
         if len(index) != 2:
@@ -46,48 +57,61 @@ class LazyKernel:
                 raise IndexError(f"{self.name}: only ints and step-1 slices are supported; "
                                  f"got {ix!r}")
         out = self._read(*spans[0], *spans[1])
-        return out[tuple(0 if s else slice(None) for s in squeeze)]
+        return torch.from_numpy(np.asarray(out[tuple(0 if s else slice(None) for s in squeeze)]))
 
     def _read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         own = self._owner
         t = own.tile
         out = np.empty((r1 - r0, c1 - c0), dtype=self.dtype)
-        arr = own.group[self.name]
         for i in range(r0 // t, -(-r1 // t)):
             for j in range(c0 // t, -(-c1 // t)):
                 a0, a1 = max(r0, i * t), min(r1, (i + 1) * t)
                 b0, b1 = max(c0, j * t), min(c1, (j + 1) * t)
                 if a0 >= a1 or b0 >= b1:
                     continue
-                mirrored = own.symmetric and i > j
-                own._require(j if mirrored else i, i if mirrored else j)
-                if mirrored:
-                    block = arr[b0:b1, a0:a1].T
+                if own.symmetric and i > j:
+                    block = self._block(j, i, b0, b1, a0, a1).T
                 else:
-                    block = arr[a0:a1, b0:b1]
+                    block = self._block(i, j, a0, a1, b0, b1)
                 out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = block
         return out
 
+    def _block(self, i: int, j: int, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+        """Rows ``a0:a1``, columns ``b0:b1`` of finished tile ``(i, j)``; with verification
+        the whole tile is read, as its checksum covers the whole tile."""
+        own = self._owner
+        entry = own._require(i, j)
+        arr = own.group[self.name]
+        if not own.verify:
+            return arr[a0:a1, b0:b1]
+        t = own.tile
+        r0, c0 = i * t, j * t
+        whole = arr[r0:min(r0 + t, self.shape[0]), c0:min(c0 + t, self.shape[1])]
+        sums = entry.get("checksums")
+        if not isinstance(sums, dict) or checksum(whole) != sums.get(self.name):
+            raise CorruptTileError(own.path, i, j, self.name)
+        return whole[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
+
     def load(self) -> torch.Tensor:
         """The whole ``(N1, N2)`` kernel as a tensor (all tiles must be finished)."""
-        return torch.from_numpy(self[:, :])
+        return self[:, :]
 
 
 class TiledKernel:
     """A tile store opened for reading: ``nngp``/``ntk`` (:class:`LazyKernel`, or ``None``
     when not computed), ``provenance`` (spec, hashes, versions, input fingerprints),
-    ``done``/``total`` tiles and ``complete``."""
+    ``done``/``total`` tiles (``done`` counts the manifest; :meth:`check` reads the tiles)
+    and ``complete``."""
 
-    def __init__(self, store):
+    def __init__(self, store, *, verify: bool = True):
         self.path = store_path(store)
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify must be True or False; got {verify!r}")
         if not (self.path / "zarr.json").exists():
             raise FileNotFoundError(f"no ntkit tile store at {self.path}")
+        self.verify = verify
+        self.provenance = p = read_provenance(self.path)
         self.group = open_group(self.path, mode="r")
-        try:
-            self.provenance = provenance_of(self.group)
-        except KeyError:
-            raise ValueError(f"{self.path} is a Zarr store but not an ntkit tile store") from None
-        p = self.provenance
         self.shape = (p["n1"], p["n2"])
         self.tile, self.symmetric = p["tile"], p["symmetric"]
         self.tiles: list[Tile] = plan_tiles(p["n1"], None if self.symmetric else p["n2"],
@@ -98,7 +122,7 @@ class TiledKernel:
 
     def refresh(self) -> None:
         """Re-read the manifest (another process may have finished tiles)."""
-        self._done = set(read_manifest(self.path))
+        self._done = read_manifest(self.path, {t.key for t in self.tiles})
 
     @property
     def done(self) -> int:
@@ -112,10 +136,28 @@ class TiledKernel:
     def complete(self) -> bool:
         return self.done == self.total
 
-    def _require(self, i: int, j: int) -> None:
-        if f"{i}.{j}" not in self._done:
+    def check(self, *, progress: bool = False) -> list[str]:
+        """Read every finished tile and compare it with its recorded checksums.
+
+        **Returns:** the keys ``"I.J"`` of the finished tiles whose data does not match (a
+        deleted or altered chunk), in plan order; a rerun of ``compute`` recomputes them.
+        """
+        from tqdm.auto import tqdm
+
+        names = self.provenance["get"]
+        bad = []
+        for t in tqdm([t for t in self.tiles if t.key in self._done], desc="checking tiles",
+                      unit="tile", disable=not progress):
+            if not tile_intact(self.group, t, self._done[t.key], names):
+                bad.append(t.key)
+        return bad
+
+    def _require(self, i: int, j: int) -> dict:
+        entry = self._done.get(f"{i}.{j}")
+        if entry is None:
             raise ValueError(f"tile {i}.{j} of {self.path} is not finished ({self.done}/"
                              f"{self.total} tiles done); rerun ntkit.tiles.compute to finish")
+        return entry
 
     def load(self) -> dict[str, torch.Tensor]:
         """``{"nngp": (N1, N2) tensor, "ntk": ...}`` for the kernels in the store."""
@@ -126,10 +168,31 @@ class TiledKernel:
                 f"tiles={self.done}/{self.total})")
 
 
-def open(store) -> TiledKernel:  # noqa: A001 - the module's verb, as zarr.open
+def open(store, *, verify: bool = True) -> TiledKernel:  # noqa: A001 - as zarr.open
     """Open a tile store written by :func:`ntkit.tiles.compute` for (lazy) reading.
 
-    **Returns:** a :class:`TiledKernel`; ``.ntk[:10, :10]`` reads one corner,
-    ``.ntk.load()`` the whole ``(N1, N2)`` tensor.
+    The provenance is checked first (types, ranges, the tile count, the arrays' shapes and
+    chunks), so a damaged or crafted store raises ``ValueError`` here.
+
+    **Arguments:**
+
+    - ``store``: the store's directory.
+    - ``verify``: check each tile against its recorded checksum as it is read (raising
+      :class:`CorruptTileError` naming the tile). A verified read reads whole tiles; pass
+      ``False`` to read only the requested rows and columns, trusting the store.
+
+    **Returns:** a :class:`TiledKernel`; ``.ntk[:10, :10]`` reads one corner and
+    ``.ntk.load()`` the whole ``(N1, N2)`` kernel, both as ``torch.Tensor``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from ntkit import layers as L, tiles
+        >>> net = L.serial(L.Dense(8), L.ReLU(), L.Dense(1))
+        >>> x = torch.randn(6, 3, dtype=torch.float64)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = tiles.compute(net, x, store=d + "/k.zarr", tile=4, progress=False)
+        ...     k = tiles.open(d + "/k.zarr")
+        ...     k.done, k.total, k.check(), tuple(k.ntk[1:3, 2:6].shape)
+        (3, 3, [], (2, 4))
     """
-    return TiledKernel(store)
+    return TiledKernel(store, verify=verify)

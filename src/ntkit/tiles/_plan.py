@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Tile", "plan_tiles"]
+__all__ = ["Tile", "plan_tiles", "tile_count"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,14 @@ def plan_tiles(n1: int, n2: int | None, tile: int) -> list[Tile]:
                 continue
             tiles.append(Tile(i, j, r0, min(r0 + tile, n1), c0, min(c0 + tile, m)))
     return tiles
+
+
+def tile_count(n1: int, n2: int | None, tile: int) -> int:
+    """``len(plan_tiles(n1, n2, tile))`` without building the plan.
+
+    Example:
+        >>> tile_count(5, None, 2), tile_count(5, 3, 2), tile_count(10**6, None, 1)
+        (6, 6, 500000500000)
+    """
+    rows = -(-n1 // tile)
+    return rows * (rows + 1) // 2 if n2 is None else rows * -(-n2 // tile)
