@@ -175,12 +175,15 @@ def test_uci_json_location_is_prepared_before_the_run(tmp_path, monkeypatch, cap
     import ntkit.apps.uci as uci
 
     calls = []
-    monkeypatch.setattr(uci, "run_uci", lambda *a, **k: calls.append(a) or {"results": []})
+    # The stub sees the folder already made: the location is prepared before the benchmark.
+    monkeypatch.setattr(uci, "run_uci", lambda *a, **k: calls.append(
+        (k["json_path"], Path(k["json_path"]).parent.is_dir())) or {"results": []})
     out = tmp_path / "no" / "such" / "dir" / "out.json"
     assert main(["uci", str(tmp_path), "--json", str(out), "--no-progress"]) == 0
-    assert json.loads(out.read_text()) == {"results": []} and len(calls) == 1
+    assert calls == [(str(out), True)]
     assert main(["uci", str(tmp_path), "--json", str(tmp_path / "no")]) == 2
-    assert capsys.readouterr().err == f"ntkit uci: --json: {tmp_path / 'no'} is a directory\n"
+    expected = f"ntkit uci: --json: {tmp_path / 'no'} is a folder; expected a file path\n"
+    assert capsys.readouterr().err == expected
     assert len(calls) == 1  # refused before the benchmark ran
 
 
@@ -191,7 +194,8 @@ def test_demo_out_is_prepared_before_the_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "run_demo", lambda **k: calls.append(k["out_dir"]))
     (tmp_path / "a_file").write_text("")
     assert main(["demo", "--out", str(tmp_path / "a_file")]) == 2
-    assert capsys.readouterr().err == f"ntkit demo: --out: {tmp_path / 'a_file'} is a file\n"
+    expected = f"ntkit demo: --out: {tmp_path / 'a_file'} exists and is not a folder\n"
+    assert capsys.readouterr().err == expected
     assert calls == []
     assert main(["demo", "--out", str(tmp_path / "new" / "plots"), "--no-progress"]) == 0
     assert (tmp_path / "new" / "plots").is_dir() and calls == [str(tmp_path / "new" / "plots")]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 from . import __version__
+from ._paths import prepare_output_dir, prepare_output_file
 
 __all__ = ["main"]
 
@@ -16,22 +15,6 @@ __all__ = ["main"]
 # status 2. Anything else is a bug in ntkit and keeps its traceback.
 _FAILURES = (OSError, ValueError, TypeError, ArithmeticError, ImportError, MemoryError,
              RuntimeError)
-
-
-def _prepare_output(path, name: str, *, directory: bool) -> Path:
-    """PLACEHOLDER for ``ntkit._paths.prepare_output_file`` / ``prepare_output_dir`` (the
-    lead replaces it at merge): create the output directory (``directory``) or the file's
-    parent, and check that it can be written to, before any work is done."""
-    path = Path(path)
-    if path.is_dir() != directory and path.exists():
-        raise ValueError(f"{name}: {path} is a {'file' if directory else 'directory'}")
-    folder = path if directory else path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        raise ValueError(f"{name}: cannot write to {folder} ({err.strerror or err})") from None
-    return path
 
 
 def _positive_int_list(text: str) -> tuple[int, ...]:
@@ -102,9 +85,6 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def _uci(args) -> int:
-    import json
-    from pathlib import Path
-
     from .apps.uci import run_uci, uci_folders
 
     if args.workers <= 0 or args.max_samples <= 0:
@@ -116,12 +96,11 @@ def _uci(args) -> int:
         print(f"ntkit uci: {err.args[0]}", file=sys.stderr)
         return 2
     if args.json is not None:
-        _prepare_output(args.json, "--json", directory=False)
-    out = run_uci(args.data_dir, datasets=args.datasets, protocol=args.protocol,
-                  max_samples=args.max_samples, workers=args.workers,
-                  progress=not args.no_progress)
-    if args.json is not None:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        prepare_output_file(args.json, name="--json")
+    # run_uci checks the location again, then writes the JSON when every set is done.
+    run_uci(args.data_dir, datasets=args.datasets, protocol=args.protocol,
+            max_samples=args.max_samples, workers=args.workers,
+            progress=not args.no_progress, json_path=args.json)
     return 0
 
 
@@ -151,7 +130,7 @@ def _demo(args) -> int:
         return 2
     from .apps.demo import run_demo
 
-    _prepare_output(args.out, "--out", directory=True)
+    prepare_output_dir(args.out, name="--out")
     run_demo(out_dir=args.out, widths=args.widths, seeds=args.seeds,
              progress=not args.no_progress)
     return 0
