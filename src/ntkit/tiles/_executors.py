@@ -171,8 +171,8 @@ class DaskCluster:
     The same plugin lets each worker's glibc keep freed memory for reuse
     (:func:`reuse_freed_memory`): Dask's nannies start workers with
     ``MALLOC_TRIM_THRESHOLD_=65536``, under which every tile's temporaries are returned to
-    the OS when freed and page-fault afresh in the next tile (about twice the arithmetic's
-    time for an MLP kernel tile). A worker may then hold up to ``1 GiB`` of freed memory
+    the OS when freed and page-fault afresh in the next tile (bench/RESULTS.md gives the
+    measured cost). A worker may then hold up to ``1 GiB`` of freed memory
     that Dask reports as unmanaged."""
 
     def __init__(self, address=None, *, workers: int = 2, torch_threads: int | None = None,
