@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ._base import Layer
+from ._serialize import register_layer
 
 __all__ = ["Activation", "ActivationModule", "Identity"]
 
@@ -111,6 +112,7 @@ class ActivationModule(nn.Module):
         return repr(self.activation)
 
 
+@register_layer
 @dataclass(frozen=True)
 class Identity(Layer):
     """The identity: the kernel passes through unchanged (as do its Gaussianity and sources).

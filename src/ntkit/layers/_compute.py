@@ -22,6 +22,7 @@ from .._bytes import parse_bytes
 from .._checks import as_inputs, check_get, check_pair, positive_int
 from ..kernel import Kernel, input_variances, mirror, transpose_pairs
 from ._budget import block_cost
+from ._protocol import LayerProtocol
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
 # the 1 MB L2 / shared L3 of the machines we measured (bench/kernels_fc.py).
@@ -32,7 +33,7 @@ DEFAULT_MAX_MEMORY = "1GiB"
 BLOCK_ENTRIES = 2**21
 
 
-def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
+def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_size: int | None,
                    max_memory=None, progress: bool = True) -> Kernel:
     """See :meth:`ntkit.layers.Layer.kernel`."""
     get = check_get(get)
@@ -110,8 +111,9 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
     )
 
 
-def kernel_block(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
-                 *, need_ntk: bool, diag_sp: bool, diagonal: bool = False) -> Kernel:
+def kernel_block(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Tensor,
+                 var2: Tensor | None, *, need_ntk: bool, diag_sp: bool,
+                 diagonal: bool = False) -> Kernel:
     """The kernel map of the planned network on one block: ``(B1, ...)`` inputs ``x1`` against
     ``(B2, ...)`` inputs ``x2`` (``None``: ``x1`` against itself, exactly symmetric), with
     their input variances ``var1``, ``var2`` (``input_variances`` of the whole batch, sliced).
@@ -127,8 +129,9 @@ def kernel_block(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Ten
     return out if need_ntk else out.replace(ntk=None)
 
 
-def kernel_tile(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
-                *, need_ntk: bool, diag_sp: bool, batch_size: int) -> tuple[Tensor, Tensor | None]:
+def kernel_tile(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Tensor,
+                var2: Tensor | None, *, need_ntk: bool, diag_sp: bool,
+                batch_size: int) -> tuple[Tensor, Tensor | None]:
     """``(nngp, ntk)`` of one tile, ``(T1, T2)`` each (``ntk`` ``None`` unless ``need_ntk``),
     assembled from blocks of ``batch_size`` exactly as :meth:`Layer.kernel` assembles the
     whole matrix: ``x2=None`` is a diagonal tile (upper-triangle blocks, mirrored).
@@ -154,14 +157,14 @@ def kernel_tile(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tens
     return out.nngp, out.ntk
 
 
-def layout(net, x1: Tensor) -> tuple:
+def layout(net: LayerProtocol, x1: Tensor) -> tuple:
     """``(planned network, full, diag_sp)``: the layout plan of :func:`compute_kernel`."""
     planned, full = net.plan(True)
     full = x1.ndim > 2 and (any(full) if isinstance(full, list) else bool(full))
     return planned, full, x1.ndim > 2 and not full
 
 
-def _check_network_input(net, x1: Tensor) -> None:
+def _check_network_input(net: LayerProtocol, x1: Tensor) -> None:
     """The network must accept ``x1``'s per-example shape (clear errors before any work)."""
     shape = tuple(x1.shape[1:])
     try:

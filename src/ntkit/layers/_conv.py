@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .._checks import positive_int, real_number
 from ..kernel import Kernel
 from ._base import Layer, draw_normal, fresh_token
+from ._serialize import register_layer
 from ._spatial import check_padding, int_tuple, pads, spatial_axes, window_sum
 
 __all__ = ["Conv", "ConvModule"]
@@ -19,6 +20,10 @@ __all__ = ["Conv", "ConvModule"]
 _PARAMETRIZATIONS = ("ntk", "standard")
 
 
+@register_layer(fields={"out_channels": "width", "filter_shape": "shape", "strides": "strides",
+                        "padding": "string", "W_std": "real", "b_std": "real or null",
+                        "parametrization": "string"},
+                required=("out_channels", "filter_shape"))
 @dataclass(frozen=True)
 class Conv(Layer):
     """Convolution with ``out_channels`` filters of ``filter_shape`` on channels-first inputs.

@@ -12,12 +12,15 @@ from torch import Tensor, nn
 from .._checks import positive_int, real_number
 from ..kernel import Kernel
 from ._base import Layer, draw_normal, fresh_token
+from ._serialize import register_layer
 
 __all__ = ["Dense", "DenseModule"]
 
 _PARAMETRIZATIONS = ("ntk", "standard")
 
 
+@register_layer(fields={"out_features": "width", "W_std": "real", "b_std": "real or null",
+                        "parametrization": "string"}, required=("out_features",))
 @dataclass(frozen=True)
 class Dense(Layer):
     """Fully-connected layer with ``out_features`` outputs acting on ``(N, in_features)``.

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .._checks import real_number
 from ..kernel import Kernel
 from ._base import Layer
+from ._serialize import register_layer
 from ._spatial import diagonal_mean, to_diagonal
 
 __all__ = ["LayerNorm", "Dropout"]
@@ -21,6 +22,7 @@ def _per_position(cov: Tensor, k: Kernel) -> Tensor:
     return to_diagonal(cov, k.n_spatial) if k.full_spatial else cov
 
 
+@register_layer(fields={"spatial": "bool", "eps": "real"})
 @dataclass(frozen=True)
 class LayerNorm(Layer):
     """``(z - mean) / sqrt(var + eps)`` over the channels of each example (and position), or
@@ -108,6 +110,7 @@ class _LayerNormModule(nn.Module):
         return (x - mean) / (var + self.eps).sqrt()
 
 
+@register_layer(fields={"rate": "real"}, required=("rate",))
 @dataclass(frozen=True)
 class Dropout(Layer):
     """Dropout in training mode: each unit is kept with probability ``1 - rate`` and scaled by

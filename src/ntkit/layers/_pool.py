@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ._base import Layer
+from ._serialize import register_layer
 from ._spatial import (
     check_full,
     check_padding,
@@ -22,6 +23,8 @@ from ._spatial import (
 )
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool"]
+
+_POOL_FIELDS = {"window_shape": "shape", "strides": "strides", "padding": "string"}
 
 
 def _spatial_in(layer: Layer, in_shape, min_axes: int = 1) -> tuple[int, ...]:
@@ -35,6 +38,7 @@ def _spatial_in(layer: Layer, in_shape, min_axes: int = 1) -> tuple[int, ...]:
     return tuple(in_shape)
 
 
+@register_layer(fields=_POOL_FIELDS, required=("window_shape",))
 @dataclass(frozen=True)
 class AvgPool(Layer):
     """Mean over windows of positions (neural-tangents' ``AvgPool``, ``normalize_edges=False``).
@@ -131,6 +135,7 @@ class AvgPool(Layer):
         return _PoolModule(self.window_shape, self.strides, self.padding, self._sum)
 
 
+@register_layer(fields=_POOL_FIELDS, required=("window_shape",))
 @dataclass(frozen=True)
 class SumPool(AvgPool):
     """Sum over windows of positions: :class:`AvgPool` times the window size ``|w|``
@@ -171,6 +176,7 @@ class _PoolModule(nn.Module):
         return out * math.prod(self.window) if self.is_sum else out
 
 
+@register_layer
 @dataclass(frozen=True)
 class GlobalAvgPool(Layer):
     """Mean over all positions: ``(N, C, *S) -> (N, C)``; the kernel is the mean of the full
@@ -210,6 +216,7 @@ class GlobalAvgPool(Layer):
         return f"{type(self).__name__}()"
 
 
+@register_layer
 @dataclass(frozen=True)
 class GlobalSumPool(GlobalAvgPool):
     """Sum over all positions: :class:`GlobalAvgPool` times the number of positions ``P``
