@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..kernel import Kernel
 from ._budget import leaf_footprint
@@ -190,9 +190,3 @@ class Layer:
             )
         return k
 
-
-def draw_normal(shape: tuple[int, ...], std: float, generator: torch.Generator | None,
-                dtype: torch.dtype) -> Tensor:
-    """``N(0, std^2)`` samples of ``shape``, drawn in float64 then cast for every dtype alike."""
-    x = torch.randn(shape, generator=generator, dtype=torch.float64)
-    return (x * std).to(dtype)

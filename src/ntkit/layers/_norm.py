@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import real_number
-from ..kernel import Kernel
+from ..kernel import Kernel, restore_diagonal
 from ._base import Layer
 from ._serialize import register_layer
 from ._spatial import diagonal_mean, to_diagonal
@@ -90,7 +90,7 @@ class LayerNorm(Layer):
             scale = r1.unsqueeze(1) * c2.unsqueeze(0)
         nngp = cov1 if k.diagonal else k.nngp / scale
         if k.x1_is_x2 and not k.diagonal:
-            nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+            restore_diagonal(nngp, cov1)
         ntk = k.ntk if k.ntk is None or k.ntk.ndim == 0 else k.ntk / scale
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
 
@@ -164,7 +164,7 @@ class Dropout(Layer):
             nngp, ntk = k.nngp, k.ntk
             if k.x1_is_x2:
                 nngp = nngp.clone()
-                nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+                restore_diagonal(nngp, cov1)
                 if ntk is not None and ntk.ndim:
                     ntk = ntk.clone()
                     diag = ntk.diagonal(dim1=0, dim2=1).movedim(-1, 0)
