@@ -178,10 +178,19 @@ def restore_diagonal(nngp: Tensor, cov1: Tensor) -> Tensor:
     return nngp
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel of inputs of ``dtype`` is computed in: float32 for float16 and
+    bfloat16, whose sums of squares overflow (float16 at ``|x|`` around 10 with 784
+    features) and whose rounding would dominate the kernel; ``dtype`` itself otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def input_variances(x: Tensor, *, diagonal_spatial: bool = False) -> Tensor:
     """``(N,)`` input variances ``x_i . x_i / d`` of ``(N, d)`` inputs; for images
     ``(N, C, *S)`` the covariances ``(N, *S, *S)`` over positions (``(N, *S)`` with
-    ``diagonal_spatial``), summed over channels and divided by ``C``."""
+    ``diagonal_spatial``), summed over channels and divided by ``C``. In
+    ``compute_dtype(x.dtype)``."""
+    x = x.to(compute_dtype(x.dtype))
     if x.ndim == 2:
         return torch.einsum("nd,nd->n", x, x) / x.shape[1]
     if diagonal_spatial:
