@@ -112,6 +112,11 @@ class Layer:
         positions only up to the last layer that mixes positions (pooling), same-position
         ones after it.
 
+        **Precision:** float16 and bfloat16 inputs are computed in float32 and the result
+        rounded once; a float32 kernel that overflows (inputs beyond about ``1e9``) is
+        recomputed in float64. A kernel that is still not finite in the inputs' dtype raises
+        ``ValueError``: NaN or inf is never returned.
+
         Example:
             >>> import torch
             >>> from ntkit import layers as L

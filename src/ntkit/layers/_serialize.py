@@ -275,11 +275,14 @@ def load_spec(path):
     path = Path(path)
     # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError(f"spec file {path} is not a regular file (a device, FIFO or "
                              f"directory); give the path of a JSON file")
-        data = f.read(_MAXB + 1)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(_MAXB + 1)
+    finally:
+        os.close(fd)
     if len(data) > _MAXB:
         raise ValueError(f"spec file {path} is over the limit of {_MAXB} bytes")
     try:
