@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Kernel", "restore_diagonal"]
+__all__ = ["Kernel"]
 
 
 @dataclass(frozen=True, eq=False)

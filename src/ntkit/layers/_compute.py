@@ -57,10 +57,10 @@ def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_siz
                        diag_sp=diag_sp, batch_size=batch_size, max_memory=max_memory,
                        progress=progress)
 
-    return widening(run, x1, x2)
+    return _widening(run, x1, x2)
 
 
-def widening(run, x1: Tensor, x2: Tensor | None):
+def _widening(run, x1: Tensor, x2: Tensor | None):
     """``run(dtype)``'s result, computed in ``compute_dtype`` of the inputs, or again in
     float64 when that came out non-finite in float32 (``run`` returns ``(result, finite)``).
 
@@ -209,7 +209,7 @@ def kernel_tile(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Ten
                 out.put(k, i, j)
         return (out.nngp, out.ntk), out.finite()
 
-    return widening(run, x1, x2)
+    return _widening(run, x1, x2)
 
 
 def layout(net: LayerProtocol, x1: Tensor) -> tuple:
