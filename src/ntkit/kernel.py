@@ -102,8 +102,7 @@ class Kernel:
         if x2 is None:
             gram = (x1 @ x1.T) / d
             # BLAS need not return an exactly symmetric x x^T; mirror the upper triangle.
-            gram = gram.triu() + gram.triu(1).T
-            gram.diagonal().copy_(cov1)
+            gram = restore_diagonal(gram.triu() + gram.triu(1).T, cov1)
             return cls(gram, _zero_ntk(x1, ntk), cov1, None, True, False, tuple(x1.shape),
                        tuple(x1.shape))
         if cov2 is None:
@@ -168,10 +167,30 @@ class Kernel:
         )
 
 
+def restore_diagonal(nngp: Tensor, cov1: Tensor) -> Tensor:
+    """``nngp``, a kernel ``(N, N, ...)`` of one batch with itself, with its entries
+    ``K(x_i, x_i)`` set to the variances ``cov1`` ``(N, ...)`` exactly, in place.
+
+    A layer computes the two by different formulas (a pair's and a variance's), equal only up
+    to rounding; made identical, the next nonlinearity sees a correlation of exactly 1 there.
+    """
+    nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+    return nngp
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel of inputs of ``dtype`` is computed in: float32 for float16 and
+    bfloat16, whose sums of squares overflow (float16 at ``|x|`` around 10 with 784
+    features) and whose rounding would dominate the kernel; ``dtype`` itself otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def input_variances(x: Tensor, *, diagonal_spatial: bool = False) -> Tensor:
     """``(N,)`` input variances ``x_i . x_i / d`` of ``(N, d)`` inputs; for images
     ``(N, C, *S)`` the covariances ``(N, *S, *S)`` over positions (``(N, *S)`` with
-    ``diagonal_spatial``), summed over channels and divided by ``C``."""
+    ``diagonal_spatial``), summed over channels and divided by ``C``. In
+    ``compute_dtype(x.dtype)``."""
+    x = x.to(compute_dtype(x.dtype))
     if x.ndim == 2:
         return torch.einsum("nd,nd->n", x, x) / x.shape[1]
     if diagonal_spatial:
@@ -205,8 +224,7 @@ def _image_inputs(cls, x1, x2, diagonal, ntk, cov1, cov2, diagonal_spatial) -> K
         gram = (a @ b.T / c).reshape(n1, p, n2, p).transpose(1, 2)
         gram = gram.reshape(n1, n2, *sizes, *sizes)
     if x2 is None:
-        gram = mirror(gram, diagonal_spatial=diagonal_spatial)
-        gram.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+        gram = restore_diagonal(mirror(gram, diagonal_spatial=diagonal_spatial), cov1)
         return cls(gram, _zero_ntk(x1, ntk), cov1, None, True, False, tuple(x1.shape),
                    tuple(x1.shape), **flags)
     if cov2 is None:

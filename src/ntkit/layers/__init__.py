@@ -45,11 +45,13 @@ from ._pool import AvgPool as AvgPool
 from ._pool import GlobalAvgPool as GlobalAvgPool
 from ._pool import GlobalSumPool as GlobalSumPool
 from ._pool import SumPool as SumPool
+from ._serialize import FIELD_KINDS as FIELD_KINDS
 from ._serialize import SPEC_LIMITS as SPEC_LIMITS
 from ._serialize import SPEC_VERSION as SPEC_VERSION
 from ._serialize import from_dict as from_dict
 from ._serialize import from_json as from_json
 from ._serialize import load_spec as load_spec
+from ._serialize import register_layer as register_layer
 from ._serialize import save_spec as save_spec
 from ._serialize import spec_hash as spec_hash
 from ._shape import Flatten as Flatten
@@ -64,4 +66,5 @@ __all__ = [
     "serial", "parallel", "Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat",
     "from_dict", "from_json", "load_spec", "save_spec", "spec_hash", "SPEC_VERSION", "SPEC_LIMITS",
     "ACTIVATIONS", "activation", "register_activation",
+    "register_layer", "FIELD_KINDS",
 ]

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..kernel import Kernel
+from ..kernel import Kernel, restore_diagonal
 from ._base import Layer
+from ._serialize import register_layer
 
 __all__ = ["Activation", "ActivationModule", "Identity"]
 
@@ -64,7 +65,7 @@ class Activation(Layer):
             if k.x1_is_x2:
                 # Exact diagonal. (Exact symmetry is restored once, at the end, by the block
                 # driver: every entry depends only on the same entry of the layer before.)
-                nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+                restore_diagonal(nngp, cov1)
         shape = k.nngp.shape
         nngp, cov1 = nngp.reshape(shape), cov1.reshape(k.cov1.shape)
         cov2 = None if cov2 is None else cov2.reshape(k.cov2.shape)
@@ -111,6 +112,7 @@ class ActivationModule(nn.Module):
         return repr(self.activation)
 
 
+@register_layer
 @dataclass(frozen=True)
 class Identity(Layer):
     """The identity: the kernel passes through unchanged (as do its Gaussianity and sources).

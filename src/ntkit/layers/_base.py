@@ -5,15 +5,18 @@ from __future__ import annotations
 import itertools
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..kernel import Kernel
+from ._budget import leaf_footprint
+from ._compute import compute_kernel
+from ._protocol import Layouts, Shapes
+from ._serialize import to_dict, to_json
 
 __all__ = ["Layer"]
 
 # A single flow, or several parallel branches (after FanOut / parallel).
 Kernels = Kernel | list[Kernel]
-Shapes = tuple[int, ...] | list[tuple[int, ...]]
 
 _tokens = itertools.count()
 
@@ -27,7 +30,9 @@ class Layer:
     """A network layer: its infinite-width kernel map and its finite ``torch.nn.Module`` twin.
 
     Subclasses implement :meth:`kernel_fn` (``Kernel -> Kernel``), :meth:`out_shape` and
-    :meth:`build`. Users call :meth:`kernel` and :meth:`module`.
+    :meth:`build`; combinators also :meth:`children` and :meth:`footprint`. Users call
+    :meth:`kernel` and :meth:`module`. A layer class registered with
+    :func:`~ntkit.layers.register_layer` also has a spec (:meth:`to_dict`, :meth:`to_json`).
     """
 
     # -- what subclasses provide ---------------------------------------------------------
@@ -51,6 +56,20 @@ class Layer:
         layout early) and whether its input must be full. Layers that mix positions (pooling)
         return ``True``; layers that act position by position pass ``out_full`` through."""
         return self, out_full
+
+    def children(self) -> tuple[Layer, ...]:
+        """The layers this one is made of, in order (a combinator's sublayers); ``()`` for a
+        leaf."""
+        return ()
+
+    def footprint(self, in_shape: Shapes, layout: Layouts) -> tuple[Shapes, Layouts, float]:
+        """``(out_shape, out_layout, entries)``: the per-example output shape, the kernel's
+        layout after this layer (``"fc"``, ``"full"`` or ``"diag"``; one per branch) and the
+        largest number of kernel entries per pair of inputs alive while it runs, for the
+        memory budget of :meth:`kernel` (see ``ntkit.layers._budget``). The default counts
+        the input and output kernels and a nonlinearity's temporaries; combinators combine
+        their children's."""
+        return leaf_footprint(self.out_shape(in_shape), in_shape, layout)
 
     # -- what users call -----------------------------------------------------------------
     def kernel(
@@ -93,6 +112,11 @@ class Layer:
         positions only up to the last layer that mixes positions (pooling), same-position
         ones after it.
 
+        **Precision:** float16 and bfloat16 inputs are computed in float32 and the result
+        rounded once; a float32 kernel that overflows (inputs beyond about ``1e9``) is
+        recomputed in float64. A kernel that is still not finite in the inputs' dtype raises
+        ``ValueError``: NaN or inf is never returned.
+
         Example:
             >>> import torch
             >>> from ntkit import layers as L
@@ -101,8 +125,6 @@ class Layer:
             >>> k.nngp.shape, k.ntk.shape
             (torch.Size([5, 5]), torch.Size([5, 5]))
         """
-        from ._compute import compute_kernel
-
         return compute_kernel(self, x1, x2, get=get, diagonal=diagonal, batch_size=batch_size,
                               max_memory=max_memory, progress=progress)
 
@@ -148,14 +170,10 @@ class Layer:
     def to_dict(self) -> dict:
         """This network as a versioned spec document of plain JSON data (see
         :func:`ntkit.layers.from_dict`, the inverse)."""
-        from ._serialize import to_dict
-
         return to_dict(self)
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """This network's spec document as JSON text (see :func:`ntkit.layers.from_json`)."""
-        from ._serialize import to_json
-
         return to_json(self, indent=indent)
 
     # -- helpers for subclasses -------------------------------------------------------------
@@ -177,9 +195,3 @@ class Layer:
             )
         return k
 
-
-def draw_normal(shape: tuple[int, ...], std: float, generator: torch.Generator | None,
-                dtype: torch.dtype) -> Tensor:
-    """``N(0, std^2)`` samples of ``shape``, drawn in float64 then cast for every dtype alike."""
-    x = torch.randn(shape, generator=generator, dtype=torch.float64)
-    return (x * std).to(dtype)

@@ -15,8 +15,11 @@ from torch import Tensor
 
 from .._checks import real_number
 from ._activation import Activation
+from ._serialize import register_layer
 
 __all__ = ["ABReLU", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Gaussian"]
+
+_ABC = {"a": "real", "b": "real", "c": "real"}  # the spec fields of Erf, Sin and Cos
 
 
 def _check_reals(layer, *names: str) -> None:
@@ -42,6 +45,7 @@ def _angle(q12: Tensor, q11: Tensor, q22: Tensor) -> tuple[Tensor, Tensor]:
     return s, theta
 
 
+@register_layer(fields={"a": "real", "b": "real"}, required=("a", "b"))
 @dataclass(frozen=True)
 class ABReLU(Activation):
     """``phi(x) = a x`` for ``x < 0`` and ``b x`` for ``x >= 0`` (Cho & Saul 2009 arc-cosine).
@@ -67,6 +71,7 @@ class ABReLU(Activation):
         return nngp, (tdot if ntk else None)
 
 
+@register_layer(fields={"a": "real", "b": "real"})
 @dataclass(frozen=True)
 class ReLU(ABReLU):
     """``max(x, 0)``: ``E[phi phi] = (S + (pi - theta) q12) / (2 pi)``,
@@ -90,6 +95,7 @@ class ReLU(ABReLU):
         return "ReLU()"
 
 
+@register_layer(fields={"negative_slope": "real"})
 @dataclass(frozen=True, init=False)
 class LeakyReLU(ABReLU):
     """``x`` for ``x >= 0`` and ``negative_slope * x`` below (``ABReLU(negative_slope, 1)``)."""
@@ -108,6 +114,7 @@ class LeakyReLU(ABReLU):
         return f"LeakyReLU(negative_slope={self.a})"
 
 
+@register_layer
 @dataclass(frozen=True, init=False)
 class Abs(ABReLU):
     """``|x|`` (``ABReLU(-1, 1)``)."""
@@ -122,6 +129,7 @@ class Abs(ABReLU):
         return "Abs()"
 
 
+@register_layer(fields=_ABC)
 @dataclass(frozen=True)
 class Erf(Activation):
     """``phi(x) = a erf(b x) + c`` (Williams 1997), defaults ``a=1, b=1, c=0``.
@@ -152,6 +160,7 @@ class Erf(Activation):
         return nngp, tdot
 
 
+@register_layer
 @dataclass(frozen=True)
 class GELU(Activation):
     """Exact ``x Phi(x)`` (Hendrycks & Gimpel), closed form as in neural-tangents' ``Gelu``.
@@ -179,6 +188,7 @@ class GELU(Activation):
         return nngp, tdot
 
 
+@register_layer(fields=_ABC)
 @dataclass(frozen=True)
 class Sin(Activation):
     """``phi(x) = a sin(b x + c)``, defaults ``a=1, b=1, c=0``.
@@ -211,6 +221,7 @@ class Sin(Activation):
         return nngp, tdot
 
 
+@register_layer(fields=_ABC)
 @dataclass(frozen=True)
 class Cos(Sin):
     """``phi(x) = a cos(b x + c)`` = ``Sin`` with phase ``c + pi/2``."""
@@ -222,6 +233,7 @@ class Cos(Sin):
         return self.a * torch.cos(self.b * x + self.c)
 
 
+@register_layer(fields={"a": "real", "b": "real"})
 @dataclass(frozen=True)
 class Gaussian(Activation):
     """``phi(x) = a exp(b x^2)``, defaults ``a=1, b=-1``.

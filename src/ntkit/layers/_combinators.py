@@ -14,6 +14,8 @@ from ._activation import Activation
 from ._activation import Identity as _Identity
 from ._base import Layer
 from ._elementwise import compose
+from ._serialize import register_layer
+from ._shape import SpatialDiagonal, drop_to_diagonal
 
 __all__ = ["serial", "parallel", "Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat"]
 
@@ -29,6 +31,7 @@ def _layers(layers, who: str) -> tuple[Layer, ...]:
     return tuple(layers)
 
 
+@register_layer(fields={"layers": "layers"}, required=("layers",))
 @dataclass(frozen=True)
 class Serial(Layer):
     """Layers applied one after another (build with :func:`serial`)."""
@@ -45,9 +48,17 @@ class Serial(Layer):
             in_shape = layer.out_shape(in_shape)
         return in_shape
 
-    def plan(self, out_full):
-        from ._shape import SpatialDiagonal
+    def children(self):
+        return self.layers
 
+    def footprint(self, in_shape, layout):
+        worst = 0.0
+        for layer in self.layers:
+            in_shape, layout, cost = layer.footprint(in_shape, layout)
+            worst = max(worst, cost)
+        return in_shape, layout, worst
+
+    def plan(self, out_full):
         planned: list[Layer] = []
         need = out_full
         for layer in reversed(self.layers):
@@ -102,6 +113,7 @@ def serial(*layers: Layer) -> Serial:
     return Serial(tuple(fused))
 
 
+@register_layer(fields={"layers": "layers"}, required=("layers",))
 @dataclass(frozen=True)
 class Parallel(Layer):
     """Applies the i-th layer to the i-th branch (build with :func:`parallel`)."""
@@ -121,12 +133,19 @@ class Parallel(Layer):
         pairs = zip(self.layers, self._match(k), strict=True)
         return [layer.kernel_fn(b) for layer, b in pairs]
 
+    def children(self):
+        return self.layers
+
+    def footprint(self, in_shape, layout):
+        # Every branch is alive at once.
+        outs = [layer.footprint(s, lay)
+                for layer, s, lay in zip(self.layers, in_shape, layout, strict=True)]
+        return [o[0] for o in outs], [o[1] for o in outs], sum(o[2] for o in outs)
+
     def plan(self, out_full):
         wants = out_full if isinstance(out_full, list) else [out_full] * len(self.layers)
         if len(wants) != len(self.layers):
             return self, out_full  # the branch count error is raised when run
-        from ._shape import SpatialDiagonal
-
         plans = [layer.plan(w) for layer, w in zip(self.layers, wants, strict=True)]
         # A branch that needs no mixing of positions drops to the diagonal layout at once,
         # even when its input is full for the sake of another branch.
@@ -156,6 +175,7 @@ def parallel(*layers: Layer) -> Parallel:
     return Parallel(_layers(layers, "parallel"))
 
 
+@register_layer(fields={"n": "branches"}, required=("n",))
 @dataclass(frozen=True)
 class FanOut(Layer):
     """Copies one input into ``n`` identical branches."""
@@ -171,6 +191,9 @@ class FanOut(Layer):
     def plan(self, out_full):
         return self, _any(out_full)
 
+    def footprint(self, in_shape, layout):
+        return [in_shape] * self.n, [layout] * self.n, 0.0
+
     def out_shape(self, in_shape):
         return [self._one(in_shape)] * self.n
 
@@ -178,6 +201,7 @@ class FanOut(Layer):
         return _FanOutModule(self.n)
 
 
+@register_layer
 @dataclass(frozen=True)
 class FanInSum(Layer):
     """Sums branches of equal shape.
@@ -226,6 +250,7 @@ class FanInSum(Layer):
         return _SumModule()
 
 
+@register_layer
 @dataclass(frozen=True)
 class FanInConcat(Layer):
     """Concatenates branches along the feature (channel) axis, axis 1.
@@ -282,8 +307,6 @@ def _same_layout(ks: list[Kernel]) -> list[Kernel]:
     """Branches in one spatial layout: if some arrive diagonal, no later layer needs the full
     one (the layout plan gives every branch of a merge the same request), so drop them all."""
     if any(k.diagonal_spatial for k in ks) and any(k.full_spatial for k in ks):
-        from ._shape import drop_to_diagonal
-
         return [drop_to_diagonal(k) for k in ks]
     return ks
 

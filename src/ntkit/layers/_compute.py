@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 
 from .._bytes import human_bytes as human
 from .._bytes import parse_bytes
-from .._checks import as_inputs, check_get, check_pair, positive_int
-from ..kernel import Kernel, input_variances, mirror, transpose_pairs
+from .._checks import all_finite, as_inputs, check_get, check_pair, positive_int
+from ..kernel import Kernel, compute_dtype, input_variances, mirror, transpose_pairs
 from ._budget import block_cost
+from ._protocol import LayerProtocol
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
 # the 1 MB L2 / shared L3 of the machines we measured (bench/kernels_fc.py).
@@ -32,7 +33,7 @@ DEFAULT_MAX_MEMORY = "1GiB"
 BLOCK_ENTRIES = 2**21
 
 
-def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
+def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_size: int | None,
                    max_memory=None, progress: bool = True) -> Kernel:
     """See :meth:`ntkit.layers.Layer.kernel`."""
     get = check_get(get)
@@ -49,6 +50,46 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
     # The layout plan: keep the covariances between all pairs of positions only where a later
     # layer mixes positions (pooling); a network's spatial output is returned in full.
     planned, full, diag_sp = layout(net, x1)
+
+    def run(work: torch.dtype) -> tuple[Kernel, bool]:
+        return _blocks(planned, x1.to(work), None if x2 is None else x2.to(work),
+                       out_dtype=x1.dtype, need_ntk=need_ntk, diagonal=diagonal, full=full,
+                       diag_sp=diag_sp, batch_size=batch_size, max_memory=max_memory,
+                       progress=progress)
+
+    return _widening(run, x1, x2)
+
+
+def _widening(run, x1: Tensor, x2: Tensor | None):
+    """``run(dtype)``'s result, computed in ``compute_dtype`` of the inputs, or again in
+    float64 when that came out non-finite in float32 (``run`` returns ``(result, finite)``).
+
+    Finite inputs can still overflow: the input Gram matrix sums ``d`` squares, and
+    nonlinearities multiply variances (``K11 K22``), which in float32 overflows once the
+    variances pass ``sqrt(3.4e38)``, about ``2e19``. Raises ``ValueError`` when even float64
+    overflows (or a layer made a NaN): NaN or inf is never returned.
+    """
+    work = compute_dtype(x1.dtype)
+    while True:
+        result, finite = run(work)
+        if finite:
+            return result
+        if work != torch.float32:
+            largest = max(float(x.abs().max()) for x in (x1, x2) if x is not None)
+            raise ValueError(
+                f"the kernel came out with NaN or infinite entries although the inputs are "
+                f"finite: with inputs as large as {largest:.3g}, its values overflow "
+                f"{x1.dtype} (computed in {work}); rescale the inputs, e.g. standardise the "
+                f"features"
+            )
+        work = torch.float64
+
+
+def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype: torch.dtype,
+            need_ntk: bool, diagonal: bool, full: bool, diag_sp: bool, batch_size: int | None,
+            max_memory, progress: bool) -> tuple[Kernel, bool]:
+    """``(kernel, finite)``: :func:`compute_kernel` on validated inputs, computed in their
+    dtype and returned in ``out_dtype``; ``finite`` says whether every entry is finite."""
     bs = _block_size(planned, x1, x2, need_ntk=need_ntk, diagonal=diagonal, full=full,
                      batch_size=batch_size, max_memory=max_memory)
 
@@ -80,12 +121,14 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
             parts.append(run(i, None, diag=True))
             bar.update(1)
         bar.close()
-        nngp = torch.cat([p.nngp for p in parts])
-        ntk = torch.cat([_full(p.ntk, p.nngp) for p in parts]) if need_ntk else None
+        nngp = torch.cat([p.nngp for p in parts]).to(out_dtype)
+        ntk = torch.cat([_full(p.ntk, p.nngp) for p in parts]).to(out_dtype) if need_ntk \
+            else None
+        finite = all_finite(nngp) and (ntk is None or all_finite(ntk))
         return parts[0].replace(nngp=nngp, ntk=ntk, cov1=nngp, shape1=_rows(parts[0].shape1, x1),
-                                shape2=_rows(parts[0].shape2, x1))
+                                shape2=_rows(parts[0].shape2, x1)), finite
 
-    out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk)
+    out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk, dtype=out_dtype)
     cov1: list[Tensor] = []
     cov2: list[Tensor] = []
     last = None
@@ -103,15 +146,16 @@ def compute_kernel(net, x1, x2, *, get, diagonal: bool, batch_size: int | None,
         bar.update(1)
     bar.close()
     return last.replace(
-        nngp=out.nngp, ntk=out.ntk, cov1=torch.cat(cov1),
-        cov2=None if x2 is None else torch.cat(cov2),
+        nngp=out.nngp, ntk=out.ntk, cov1=torch.cat(cov1).to(out_dtype),
+        cov2=None if x2 is None else torch.cat(cov2).to(out_dtype),
         x1_is_x2=x2 is None, shape1=_rows(last.shape1, x1),
         shape2=_rows(last.shape2, x1 if x2 is None else x2),
-    )
+    ), out.finite()
 
 
-def kernel_block(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
-                 *, need_ntk: bool, diag_sp: bool, diagonal: bool = False) -> Kernel:
+def kernel_block(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Tensor,
+                 var2: Tensor | None, *, need_ntk: bool, diag_sp: bool,
+                 diagonal: bool = False) -> Kernel:
     """The kernel map of the planned network on one block: ``(B1, ...)`` inputs ``x1`` against
     ``(B2, ...)`` inputs ``x2`` (``None``: ``x1`` against itself, exactly symmetric), with
     their input variances ``var1``, ``var2`` (``input_variances`` of the whole batch, sliced).
@@ -127,8 +171,9 @@ def kernel_block(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Ten
     return out if need_ntk else out.replace(ntk=None)
 
 
-def kernel_tile(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
-                *, need_ntk: bool, diag_sp: bool, batch_size: int) -> tuple[Tensor, Tensor | None]:
+def kernel_tile(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Tensor,
+                var2: Tensor | None, *, need_ntk: bool, diag_sp: bool,
+                batch_size: int) -> tuple[Tensor, Tensor | None]:
     """``(nngp, ntk)`` of one tile, ``(T1, T2)`` each (``ntk`` ``None`` unless ``need_ntk``),
     assembled from blocks of ``batch_size`` exactly as :meth:`Layer.kernel` assembles the
     whole matrix: ``x2=None`` is a diagonal tile (upper-triangle blocks, mirrored).
@@ -136,32 +181,45 @@ def kernel_tile(planned, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tens
     When the tile starts at a multiple of ``batch_size`` of the whole input, its blocks are
     the whole computation's blocks, so the tile equals that part of
     ``net.kernel(x1, x2, batch_size=batch_size)`` bit for bit.
+
+    Computed as :func:`compute_kernel` computes: in ``compute_dtype``, or again in float64
+    when float32 overflowed (then the tile need not equal the whole computation bit for bit),
+    and returned in ``x1``'s dtype; raises ``ValueError`` rather than return NaN or inf.
     """
-    n1 = x1.shape[0]
-    n2 = n1 if x2 is None else x2.shape[0]
-    out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk)
-    for i in range(0, n1, batch_size):
-        for j in range(i if x2 is None else 0, n2, batch_size):
-            rows, cols = slice(i, i + batch_size), slice(j, j + batch_size)
-            if x2 is None and i == j:
-                k = kernel_block(planned, x1[rows], None, var1[rows], None, need_ntk=need_ntk,
-                                 diag_sp=diag_sp)
-            else:
-                other, other_var = (x1, var1) if x2 is None else (x2, var2)
-                k = kernel_block(planned, x1[rows], other[cols], var1[rows], other_var[cols],
-                                 need_ntk=need_ntk, diag_sp=diag_sp)
-            out.put(k, i, j)
-    return out.nngp, out.ntk
+    def run(work: torch.dtype) -> tuple[tuple[Tensor, Tensor | None], bool]:
+        a = x1.to(work)
+        b = None if x2 is None else x2.to(work)
+        v1 = var1 if var1.dtype == work else input_variances(a, diagonal_spatial=diag_sp)
+        v2 = var2
+        if b is not None and var2.dtype != work:
+            v2 = input_variances(b, diagonal_spatial=diag_sp)
+        n1 = a.shape[0]
+        n2 = n1 if b is None else b.shape[0]
+        out = _Assembly(n1, n2, symmetric=b is None, need_ntk=need_ntk, dtype=x1.dtype)
+        for i in range(0, n1, batch_size):
+            for j in range(i if b is None else 0, n2, batch_size):
+                rows, cols = slice(i, i + batch_size), slice(j, j + batch_size)
+                if b is None and i == j:
+                    k = kernel_block(planned, a[rows], None, v1[rows], None, need_ntk=need_ntk,
+                                     diag_sp=diag_sp)
+                else:
+                    other, other_var = (a, v1) if b is None else (b, v2)
+                    k = kernel_block(planned, a[rows], other[cols], v1[rows], other_var[cols],
+                                     need_ntk=need_ntk, diag_sp=diag_sp)
+                out.put(k, i, j)
+        return (out.nngp, out.ntk), out.finite()
+
+    return _widening(run, x1, x2)
 
 
-def layout(net, x1: Tensor) -> tuple:
+def layout(net: LayerProtocol, x1: Tensor) -> tuple:
     """``(planned network, full, diag_sp)``: the layout plan of :func:`compute_kernel`."""
     planned, full = net.plan(True)
     full = x1.ndim > 2 and (any(full) if isinstance(full, list) else bool(full))
     return planned, full, x1.ndim > 2 and not full
 
 
-def _check_network_input(net, x1: Tensor) -> None:
+def _check_network_input(net: LayerProtocol, x1: Tensor) -> None:
     """The network must accept ``x1``'s per-example shape (clear errors before any work)."""
     shape = tuple(x1.shape[1:])
     try:
@@ -242,23 +300,39 @@ def peak_estimate(planned, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, dia
 
 
 class _Assembly:
-    """The ``(n1, n2, ...)`` NNGP (and NTK) being assembled from blocks; allocated on the first
-    block, whose trailing (spatial) shape it takes."""
+    """The ``(n1, n2, ...)`` NNGP (and NTK) of ``dtype`` being assembled from blocks; allocated
+    on the first block, whose trailing (spatial) shape it takes."""
 
-    def __init__(self, n1: int, n2: int, *, symmetric: bool, need_ntk: bool):
+    def __init__(self, n1: int, n2: int, *, symmetric: bool, need_ntk: bool,
+                 dtype: torch.dtype):
         self.n1, self.n2, self.symmetric, self.need_ntk = n1, n2, symmetric, need_ntk
+        self.dtype = dtype
         self.nngp: Tensor | None = None
         self.ntk: Tensor | None = None
+        self._sums: list[Tensor] = []
 
     def put(self, k: Kernel, i: int, j: int) -> None:
         """Write block ``k`` (rows from ``i``, columns from ``j``); see :func:`_put`."""
         if self.nngp is None:
-            self.nngp = k.nngp.new_empty((self.n1, self.n2) + tuple(k.nngp.shape[2:]))
+            self.nngp = k.nngp.new_empty((self.n1, self.n2) + tuple(k.nngp.shape[2:]),
+                                         dtype=self.dtype)
             self.ntk = torch.empty_like(self.nngp) if self.need_ntk else None
         _put(self.nngp, k.nngp, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
+        # Summed while the block is in cache (no synchronisation): see finite().
+        self._sums.append(k.nngp.sum())
         if self.need_ntk:
-            _put(self.ntk, _full(k.ntk, k.nngp), i, j, symmetric=self.symmetric,
-                 diag_sp=k.diagonal_spatial)
+            ntk = _full(k.ntk, k.nngp)
+            _put(self.ntk, ntk, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
+            self._sums.append(ntk.sum())
+
+    def finite(self) -> bool:
+        """Whether every entry is finite: a finite sum of the blocks' sums says so at once (as
+        ``all_finite``); otherwise, or when the blocks were computed in another dtype (the cast
+        may overflow), every entry is tested."""
+        if self._sums and self._sums[0].dtype == self.dtype \
+                and bool(torch.isfinite(torch.stack(self._sums).sum())):
+            return True
+        return all_finite(self.nngp) and (self.ntk is None or all_finite(self.ntk))
 
 
 def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,

@@ -10,15 +10,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import positive_int, real_number
-from ..kernel import Kernel
-from ._base import Layer, draw_normal, fresh_token
-from ._spatial import check_padding, int_tuple, pads, spatial_axes, window_sum
+from ..kernel import Kernel, restore_diagonal
+from ._base import Layer, fresh_token
+from ._serialize import register_layer
+from ._spatial import check_padding, int_tuple, pad_input, pads, spatial_axes, window_sum
+from ._twin import AffineTwin
 
 __all__ = ["Conv", "ConvModule"]
 
 _PARAMETRIZATIONS = ("ntk", "standard")
 
 
+@register_layer(fields={"out_channels": "width", "filter_shape": "shape", "strides": "strides",
+                        "padding": "string", "W_std": "real", "b_std": "real or null",
+                        "parametrization": "string"},
+                required=("out_channels", "filter_shape"))
 @dataclass(frozen=True)
 class Conv(Layer):
     """Convolution with ``out_channels`` filters of ``filter_shape`` on channels-first inputs.
@@ -144,7 +150,7 @@ class Conv(Layer):
                     ntk.add_(1.0)
         cov1 = affine(k.cov1)
         if k.x1_is_x2 and not k.diagonal:
-            nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+            restore_diagonal(nngp, cov1)
         token = fresh_token()
         return k.replace(
             nngp=nngp, ntk=ntk, cov1=cov1,
@@ -160,53 +166,62 @@ class Conv(Layer):
                           generator=generator, dtype=dtype)
 
 
-class ConvModule(nn.Module):
+class ConvModule(AffineTwin):
     """Finite twin of :class:`Conv`: ``(N, C, *S) -> (N, out_channels, *S_out)``.
 
     Like :class:`DenseModule`, with fan-in ``C |F|``: in the NTK parametrization ``weight``
-    ``(out, C, *F)`` and ``bias`` are standard normal and scaled by ``W_std / sqrt(C |F|)``
-    and ``b_std`` in ``forward``; padding is applied explicitly (JAX's ``SAME`` split, or
-    wrap-around) before a ``VALID`` convolution.
+    ``(out_channels, C, *F)`` and ``bias`` ``(out_channels,)`` are standard normal and scaled
+    in ``forward`` by ``weight_scale = W_std / sqrt(C |F|)`` and ``bias_scale = b_std`` (1 in
+    the standard parametrization). ``forward(x)`` is a convolution of :meth:`pad` ``(x)`` with
+    the scaled parameters at ``stride``, without further padding.
+
+    Its attributes are those of ``torch.nn.Conv1d`` / ``Conv2d``, so that code reading a
+    torch convolution reads this one: ``in_channels``, ``out_channels``, ``kernel_size``
+    (``F``), ``stride``, ``dilation`` (1 per axis), ``groups`` (1), ``padding`` (``"valid"``
+    or ``"same"``) and ``padding_mode`` (``"zeros"``, or ``"circular"`` for ``CIRCULAR``).
+    ``"same"`` splits the padding as torch and JAX do at stride 1 (an odd total puts the extra
+    one after); at a larger stride, where torch has no ``"same"``, it follows JAX: the output
+    has ``ceil(size / stride)`` positions and the split depends on the input's size, so use
+    :meth:`pad`, which applies it for any stride.
+
+    Example:
+        >>> import torch
+        >>> from ntkit import layers as L
+        >>> m = L.ConvModule(1, 8, (3, 3), strides=(1, 1), padding="SAME", W_std=2.0,
+        ...                  b_std=0.1, parametrization="ntk")
+        >>> m.kernel_size, m.stride, m.padding, m.padding_mode, round(m.weight_scale, 4)
+        ((3, 3), (1, 1), 'same', 'zeros', 0.6667)
+        >>> m(torch.randn(2, 1, 5, 5)).shape
+        torch.Size([2, 8, 5, 5])
     """
 
     def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...], *,
                  strides: tuple[int, ...], padding: str, W_std: float, b_std: float | None,
                  parametrization: str, generator: torch.Generator | None = None,
                  dtype: torch.dtype | None = None):
-        super().__init__()
-        dtype = dtype or torch.get_default_dtype()
-        ntk = parametrization == "ntk"
-        fan_in = in_channels * math.prod(filter_shape)
-        self.filter_shape, self.strides, self.padding = filter_shape, strides, padding
-        self.weight_scale = W_std / math.sqrt(fan_in) if ntk else 1.0
-        self.weight = nn.Parameter(draw_normal((out_channels, in_channels, *filter_shape),
-                                               1.0 if ntk else W_std / math.sqrt(fan_in),
-                                               generator, dtype))
-        has_bias = b_std is not None and (not ntk or b_std > 0)
-        self.bias_scale = (b_std if ntk else 1.0) if has_bias else 0.0
-        self.bias = (nn.Parameter(draw_normal((out_channels,), 1.0 if ntk else b_std,
-                                              generator, dtype)) if has_bias else None)
+        super().__init__((out_channels, in_channels, *filter_shape),
+                         in_channels * math.prod(filter_shape), W_std=W_std, b_std=b_std,
+                         parametrization=parametrization, generator=generator, dtype=dtype)
+        n = len(filter_shape)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = tuple(filter_shape), tuple(strides)
+        self.dilation, self.groups = (1,) * n, 1
+        self.padding = "valid" if padding == "VALID" else "same"
+        self.padding_mode = "circular" if padding == "CIRCULAR" else "zeros"
+        self._spec_padding = check_padding(padding)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """``(N, C, *S)`` inputs padded as ``forward`` pads them: zeros (``SAME``), wrapped
+        entries (``CIRCULAR``) or nothing (``VALID``), split as JAX splits them."""
+        return pad_input(x, self.kernel_size, self.stride, self._spec_padding,
+                         who="ConvModule")
 
     def forward(self, x: Tensor) -> Tensor:
-        n = len(self.filter_shape)
-        widths = []
-        for d in range(n):
-            size = x.shape[2 + d]
-            lo, hi, _ = pads(size, self.filter_shape[d], self.strides[d], self.padding,
-                             who="ConvModule")
-            if self.padding == "CIRCULAR":
-                idx = torch.arange(-lo, size + hi, device=x.device) % size
-                x = x.index_select(2 + d, idx)
-            widths = [lo, hi] + widths
-        if self.padding == "SAME":
-            x = F.pad(x, widths)
-        w = self.weight if self.weight_scale == 1.0 else self.weight * self.weight_scale
-        b = None
-        if self.bias is not None:
-            b = self.bias if self.bias_scale == 1.0 else self.bias * self.bias_scale
-        conv = (F.conv1d, F.conv2d, F.conv3d)[n - 1]
-        return conv(x, w, b, stride=self.strides)
+        conv = (F.conv1d, F.conv2d, F.conv3d)[len(self.kernel_size) - 1]
+        return conv(self.pad(x), *self.scaled_parameters(), stride=self.stride)
 
     def extra_repr(self) -> str:
-        return (f"filter_shape={self.filter_shape}, strides={self.strides}, "
-                f"padding={self.padding!r}, weight_scale={self.weight_scale:.4g}")
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding!r}, "
+                f"padding_mode={self.padding_mode!r}, weight_scale={self.weight_scale:.4g}, "
+                f"bias_scale={self.bias_scale:.4g}")

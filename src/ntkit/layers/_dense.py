@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import KW_ONLY, dataclass
 
 import torch
@@ -11,13 +10,17 @@ from torch import Tensor, nn
 
 from .._checks import positive_int, real_number
 from ..kernel import Kernel
-from ._base import Layer, draw_normal, fresh_token
+from ._base import Layer, fresh_token
+from ._serialize import register_layer
+from ._twin import AffineTwin
 
 __all__ = ["Dense", "DenseModule"]
 
 _PARAMETRIZATIONS = ("ntk", "standard")
 
 
+@register_layer(fields={"out_features": "width", "W_std": "real", "b_std": "real or null",
+                        "parametrization": "string"}, required=("out_features",))
 @dataclass(frozen=True)
 class Dense(Layer):
     """Fully-connected layer with ``out_features`` outputs acting on ``(N, in_features)``.
@@ -118,39 +121,26 @@ def _affine(x: Tensor, w2: float, b2: float) -> Tensor:
     return out.add_(b2) if b2 else out
 
 
-class DenseModule(nn.Module):
+class DenseModule(AffineTwin):
     """Finite twin of :class:`Dense`: ``(N, in_features) -> (N, out_features)``.
 
-    In the NTK parametrization the trainable ``weight`` and ``bias`` are standard normal and
-    the forward pass scales them by ``weight_scale = W_std / sqrt(in)`` and
-    ``bias_scale = b_std``; in the standard one the scales are 1 and the draws carry the
-    variances. ``forward`` computes ``x @ (weight_scale * weight).T + bias_scale * bias``.
+    In the NTK parametrization the trainable ``weight`` ``(out_features, in_features)`` and
+    ``bias`` are standard normal and the forward pass scales them by
+    ``weight_scale = W_std / sqrt(in)`` and ``bias_scale = b_std``; in the standard one the
+    scales are 1 and the draws carry the variances. ``forward`` computes
+    ``x @ (weight_scale * weight).T + bias_scale * bias``.
     """
 
     def __init__(self, in_features: int, out_features: int, *, W_std: float,
                  b_std: float | None, parametrization: str,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
-        super().__init__()
-        dtype = dtype or torch.get_default_dtype()
-        ntk = parametrization == "ntk"
-        w_std_draw = 1.0 if ntk else W_std / math.sqrt(in_features)
+        super().__init__((out_features, in_features), in_features, W_std=W_std, b_std=b_std,
+                         parametrization=parametrization, generator=generator, dtype=dtype)
         self.in_features = in_features
         self.out_features = out_features
-        self.weight_scale = W_std / math.sqrt(in_features) if ntk else 1.0
-        self.weight = nn.Parameter(draw_normal((out_features, in_features), w_std_draw,
-                                               generator, dtype))
-        # In the NTK parametrization a zero b_std makes the bias inert: leave it out.
-        has_bias = b_std is not None and (not ntk or b_std > 0)
-        self.bias_scale = (b_std if ntk else 1.0) if has_bias else 0.0
-        self.bias = (nn.Parameter(draw_normal((out_features,), 1.0 if ntk else b_std,
-                                              generator, dtype)) if has_bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight if self.weight_scale == 1.0 else self.weight * self.weight_scale
-        b = None
-        if self.bias is not None:
-            b = self.bias if self.bias_scale == 1.0 else self.bias * self.bias_scale
-        return F.linear(x, w, b)
+        return F.linear(x, *self.scaled_parameters())
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

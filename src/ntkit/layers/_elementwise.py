@@ -12,6 +12,8 @@ from torch import Tensor
 
 from .._checks import positive_int
 from ._activation import Activation
+from ._functions import Chain
+from ._serialize import register_layer
 
 __all__ = ["Elementwise", "compose"]
 
@@ -19,6 +21,8 @@ __all__ = ["Elementwise", "compose"]
 _TINY = 1e-30
 
 
+@register_layer(fields={"fn": "function", "d_fn": "function or null", "deg": "deg"},
+                required=("fn",))
 @dataclass(frozen=True)
 class Elementwise(Activation):
     """Elementwise ``fn`` whose Gaussian expectations are computed numerically.
@@ -136,27 +140,6 @@ def _gauss_hermite(deg: int, dtype: torch.dtype, device: torch.device) -> tuple[
             torch.tensor(w, dtype=dtype, device=device))
 
 
-class _Chain:
-    """``phi_n(...phi_1(x))`` for the finite twin and the quadrature of a composition."""
-
-    def __init__(self, parts: tuple[Activation, ...]):
-        self.parts = parts
-
-    def __call__(self, x: Tensor) -> Tensor:
-        for p in self.parts:
-            x = p.phi(x)
-        return x
-
-    def __repr__(self) -> str:
-        return " then ".join(repr(p) for p in self.parts)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _Chain) and other.parts == self.parts
-
-    def __hash__(self) -> int:
-        return hash(self.parts)
-
-
 def compose(*activations: Activation, deg: int = 26) -> Elementwise:
     """One activation ``phi_n o ... o phi_1`` from nonlinearities applied in a row.
 
@@ -165,4 +148,4 @@ def compose(*activations: Activation, deg: int = 26) -> Elementwise:
     the first are exact up to the quadrature error of :class:`Elementwise`. ``serial`` calls
     this for consecutive nonlinearities.
     """
-    return Elementwise(_Chain(tuple(activations)), deg=deg)
+    return Elementwise(Chain(tuple(activations)), deg=deg)

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import real_number
-from ..kernel import Kernel
+from ..kernel import Kernel, restore_diagonal
 from ._base import Layer
+from ._serialize import register_layer
 from ._spatial import diagonal_mean, to_diagonal
 
 __all__ = ["LayerNorm", "Dropout"]
@@ -21,6 +22,7 @@ def _per_position(cov: Tensor, k: Kernel) -> Tensor:
     return to_diagonal(cov, k.n_spatial) if k.full_spatial else cov
 
 
+@register_layer(fields={"spatial": "bool", "eps": "real"})
 @dataclass(frozen=True)
 class LayerNorm(Layer):
     """``(z - mean) / sqrt(var + eps)`` over the channels of each example (and position), or
@@ -88,7 +90,7 @@ class LayerNorm(Layer):
             scale = r1.unsqueeze(1) * c2.unsqueeze(0)
         nngp = cov1 if k.diagonal else k.nngp / scale
         if k.x1_is_x2 and not k.diagonal:
-            nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+            restore_diagonal(nngp, cov1)
         ntk = k.ntk if k.ntk is None or k.ntk.ndim == 0 else k.ntk / scale
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
 
@@ -108,6 +110,7 @@ class _LayerNormModule(nn.Module):
         return (x - mean) / (var + self.eps).sqrt()
 
 
+@register_layer(fields={"rate": "real"}, required=("rate",))
 @dataclass(frozen=True)
 class Dropout(Layer):
     """Dropout in training mode: each unit is kept with probability ``1 - rate`` and scaled by
@@ -161,7 +164,7 @@ class Dropout(Layer):
             nngp, ntk = k.nngp, k.ntk
             if k.x1_is_x2:
                 nngp = nngp.clone()
-                nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+                restore_diagonal(nngp, cov1)
                 if ntk is not None and ntk.ndim:
                     ntk = ntk.clone()
                     diag = ntk.diagonal(dim1=0, dim2=1).movedim(-1, 0)

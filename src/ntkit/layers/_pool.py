@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..kernel import Kernel
+from ..kernel import Kernel, restore_diagonal
 from ._base import Layer
+from ._serialize import register_layer
 from ._spatial import (
     check_full,
     check_padding,
     int_tuple,
+    pad_input,
     pads,
     reduce_positions,
     spatial_axes,
@@ -22,6 +24,8 @@ from ._spatial import (
 )
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool"]
+
+_POOL_FIELDS = {"window_shape": "shape", "strides": "strides", "padding": "string"}
 
 
 def _spatial_in(layer: Layer, in_shape, min_axes: int = 1) -> tuple[int, ...]:
@@ -35,6 +39,7 @@ def _spatial_in(layer: Layer, in_shape, min_axes: int = 1) -> tuple[int, ...]:
     return tuple(in_shape)
 
 
+@register_layer(fields=_POOL_FIELDS, required=("window_shape",))
 @dataclass(frozen=True)
 class AvgPool(Layer):
     """Mean over windows of positions (neural-tangents' ``AvgPool``, ``normalize_edges=False``).
@@ -119,7 +124,7 @@ class AvgPool(Layer):
         nngp = pool(k.nngp)
         cov1 = pool(k.cov1)
         if k.x1_is_x2 and not k.diagonal:
-            nngp.diagonal(dim1=0, dim2=1).copy_(cov1.movedim(0, -1))
+            restore_diagonal(nngp, cov1)
         return k.replace(
             nngp=nngp,
             ntk=k.ntk if k.ntk is None or k.ntk.ndim == 0 else pool(k.ntk),
@@ -131,6 +136,7 @@ class AvgPool(Layer):
         return _PoolModule(self.window_shape, self.strides, self.padding, self._sum)
 
 
+@register_layer(fields=_POOL_FIELDS, required=("window_shape",))
 @dataclass(frozen=True)
 class SumPool(AvgPool):
     """Sum over windows of positions: :class:`AvgPool` times the window size ``|w|``
@@ -155,22 +161,13 @@ class _PoolModule(nn.Module):
         self.window, self.strides, self.padding, self.is_sum = window, strides, padding, is_sum
 
     def forward(self, x: Tensor) -> Tensor:
-        n = len(self.window)
-        widths: list[int] = []
-        for d in range(n):
-            size = x.shape[2 + d]
-            lo, hi, _ = pads(size, self.window[d], self.strides[d], self.padding,
-                             who="pooling", what="window")
-            if self.padding == "CIRCULAR":
-                x = x.index_select(2 + d, torch.arange(-lo, size + hi, device=x.device) % size)
-            widths = [lo, hi] + widths
-        if self.padding == "SAME":
-            x = F.pad(x, widths)
-        pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n - 1]
+        x = pad_input(x, self.window, self.strides, self.padding, who="pooling", what="window")
+        pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[len(self.window) - 1]
         out = pool(x, self.window, self.strides)
         return out * math.prod(self.window) if self.is_sum else out
 
 
+@register_layer
 @dataclass(frozen=True)
 class GlobalAvgPool(Layer):
     """Mean over all positions: ``(N, C, *S) -> (N, C)``; the kernel is the mean of the full
@@ -210,6 +207,7 @@ class GlobalAvgPool(Layer):
         return f"{type(self).__name__}()"
 
 
+@register_layer
 @dataclass(frozen=True)
 class GlobalSumPool(GlobalAvgPool):
     """Sum over all positions: :class:`GlobalAvgPool` times the number of positions ``P``

@@ -2,38 +2,36 @@
 
 A spec document is ``{"ntkit_spec": 1, "net": LAYER}`` where ``LAYER`` is
 ``{"type": NAME, FIELD: VALUE, ...}`` (``"layers": [LAYER, ...]`` for ``Serial``/``Parallel``).
-Loading only ever calls the layer classes listed in ``_FIELDS`` with checked JSON scalars: no
-``eval``, no pickle, no imports by name. Elementwise nonlinearities are stored by name from a
-fixed list of torch functions (``ELEMENTWISE_FUNCTIONS``) or as a composition of layers.
+Loading only ever calls layer classes registered with :func:`register_layer`, with checked JSON
+values: no ``eval``, no pickle, no imports by name. Each layer class registers itself next to
+its definition, naming its fields and their kinds (``FIELD_KINDS``). Elementwise
+nonlinearities are stored by name from a fixed list of torch functions
+(``ELEMENTWISE_FUNCTIONS``) or as a composition of layers.
 
 Sizes are bounded (``SPEC_LIMITS``) so that a hostile file cannot ask for a billion-unit layer, a
-million nested branches or a 10^6-point quadrature; the infinite-width kernel does not depend
-on the widths, which only size the finite twin.
+million nested branches, a 10^6-point quadrature or a network that costs more in total than
+any real one; the infinite-width kernel does not depend on the widths, which only size the
+finite twin.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-import torch
-import torch.nn.functional as F
+from ._functions import ELEMENTWISE_FUNCTIONS, Chain, function_name
+from ._protocol import LayerProtocol
 
-from ._activation import Identity
-from ._base import Layer
-from ._closed_form import GELU, ABReLU, Abs, Cos, Erf, Gaussian, LeakyReLU, ReLU, Sin
-from ._combinators import FanInConcat, FanInSum, FanOut, Parallel, Serial
-from ._conv import Conv
-from ._dense import Dense
-from ._elementwise import Elementwise, _Chain
-from ._norm import Dropout, LayerNorm
-from ._pool import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool
-from ._shape import Flatten
-
-__all__ = ["SPEC_VERSION", "SPEC_LIMITS", "ELEMENTWISE_FUNCTIONS", "to_dict", "from_dict",
-           "to_json", "from_json", "load_spec", "save_spec", "spec_hash"]
+__all__ = ["SPEC_VERSION", "SPEC_LIMITS", "FIELD_KINDS", "register_layer", "to_dict",
+           "from_dict", "to_json", "from_json", "load_spec", "save_spec", "spec_hash"]
 
 SPEC_VERSION = 1
 
@@ -45,63 +43,127 @@ SPEC_LIMITS = {
     "filter": 64,           # each axis of filter_shape / window_shape / strides
     "spatial_dims": 3,      # axes of filter_shape / window_shape
     "deg": 256,             # Gauss-Hermite nodes per axis (deg^2 evaluations per entry)
+    # Total cost, in evaluations per kernel entry summed over the layers: deg^2 for a layer
+    # with a quadrature (each "deg" field), 1 for any other. 1000 layers at the default
+    # deg=26 cost 676,000; 500 at deg=256 would cost 3.3e7.
+    "cost": 1_000_000,
     "string": 64,           # characters of a string field
     "bytes": 1_000_000,     # size of a JSON spec
 }
 
-ELEMENTWISE_FUNCTIONS = {
-    "tanh": torch.tanh, "erf": torch.erf, "sigmoid": torch.sigmoid, "sin": torch.sin,
-    "cos": torch.cos, "exp": torch.exp, "relu": torch.relu, "abs": torch.abs,
-    "atan": torch.atan, "silu": F.silu, "softplus": F.softplus, "gelu": F.gelu, "elu": F.elu,
-    "selu": F.selu, "mish": F.mish, "softsign": F.softsign,
+# What each field kind accepts in a document (and stores back as JSON).
+FIELD_KINDS = {
+    "width": "an integer from 1 to SPEC_LIMITS['width'] (a layer's width)",
+    "real": "a finite number",
+    "real or null": "a finite number or null",
+    "string": "a string of at most SPEC_LIMITS['string'] characters",
+    "bool": "true or false",
+    "shape": "a list of 1 to SPEC_LIMITS['spatial_dims'] integers up to SPEC_LIMITS['filter']",
+    "strides": "an integer or a list as for 'shape'",
+    "branches": "an integer from 1 to SPEC_LIMITS['branches']",
+    "deg": "an integer from 1 to SPEC_LIMITS['deg'] (quadrature nodes per axis)",
+    "function": "a name in ELEMENTWISE_FUNCTIONS or {'compose': [nonlinearity layers]}",
+    "function or null": "as 'function', or null",
+    "layers": "a non-empty list of layers",
 }
 _MAXB = SPEC_LIMITS["bytes"]
 _MAXS = SPEC_LIMITS["string"]  # longest string field (and echo of bad input)
-_FUNCTION_NAMES = {id(fn): name for name, fn in ELEMENTWISE_FUNCTIONS.items()}
 
-# Field kinds, checked before the layer's own validation runs.
-_W, _R, _RN, _S, _B, _SHAPE, _STRIDES, _N, _DEG, _FN, _FNN, _LAYERS = (
-    "width", "real", "real or null", "string", "bool", "shape", "strides", "branches", "deg",
-    "function", "function or null", "layers")
-_FIELDS: dict[str, tuple[type, dict[str, str]]] = {
-    "Dense": (Dense, {"out_features": _W, "W_std": _R, "b_std": _RN, "parametrization": _S}),
-    "Conv": (Conv, {"out_channels": _W, "filter_shape": _SHAPE, "strides": _STRIDES,
-                    "padding": _S, "W_std": _R, "b_std": _RN, "parametrization": _S}),
-    "AvgPool": (AvgPool, {"window_shape": _SHAPE, "strides": _STRIDES, "padding": _S}),
-    "SumPool": (SumPool, {"window_shape": _SHAPE, "strides": _STRIDES, "padding": _S}),
-    "GlobalAvgPool": (GlobalAvgPool, {}),
-    "GlobalSumPool": (GlobalSumPool, {}),
-    "Flatten": (Flatten, {}),
-    "LayerNorm": (LayerNorm, {"spatial": _B, "eps": _R}),
-    "Dropout": (Dropout, {"rate": _R}),
-    "ReLU": (ReLU, {"a": _R, "b": _R}),
-    "LeakyReLU": (LeakyReLU, {"negative_slope": _R}),
-    "ABReLU": (ABReLU, {"a": _R, "b": _R}),
-    "Abs": (Abs, {}),
-    "Erf": (Erf, {"a": _R, "b": _R, "c": _R}),
-    "GELU": (GELU, {}),
-    "Sin": (Sin, {"a": _R, "b": _R, "c": _R}),
-    "Cos": (Cos, {"a": _R, "b": _R, "c": _R}),
-    "Gaussian": (Gaussian, {"a": _R, "b": _R}),
-    "Identity": (Identity, {}),
-    "Elementwise": (Elementwise, {"fn": _FN, "d_fn": _FNN, "deg": _DEG}),
-    "Serial": (Serial, {"layers": _LAYERS}),
-    "Parallel": (Parallel, {"layers": _LAYERS}),
-    "FanOut": (FanOut, {"n": _N}),
-    "FanInSum": (FanInSum, {}),
-    "FanInConcat": (FanInConcat, {}),
-}
-_REQUIRED = {"Dense": ("out_features",), "Conv": ("out_channels", "filter_shape"),
-             "AvgPool": ("window_shape",), "SumPool": ("window_shape",), "Dropout": ("rate",),
-             "ABReLU": ("a", "b"), "Elementwise": ("fn",), "Serial": ("layers",),
-             "Parallel": ("layers",), "FanOut": ("n",)}
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type
+    fields: dict[str, str]
+    required: tuple[str, ...]
+
+
+_BY_NAME: dict[str, _Entry] = {}
+_NAME_OF: dict[type, str] = {}
+
+T = TypeVar("T", bound=type)
+
+
+def register_layer(cls: T | None = None, /, *, fields: Mapping[str, str] | None = None,
+                   required: tuple[str, ...] = (), name: str | None = None):
+    """Give a layer class a spec: after registration its layers serialise
+    (:func:`to_dict`, :func:`to_json`, :func:`spec_hash`) and load (:func:`from_dict`,
+    :func:`from_json`). Use as a decorator, ``@register_layer(fields=...)``, or call
+    ``register_layer(cls, fields=...)``.
+
+    **Arguments:**
+
+    - ``cls``: the layer class (a subclass of :class:`~ntkit.layers.Layer`).
+    - ``fields``: ``{field: kind}``, the constructor's keyword arguments a spec stores, each
+      read back as an attribute of the same name; kinds are the keys of ``FIELD_KINDS``
+      (e.g. ``"real"``, ``"width"``), checked against ``SPEC_LIMITS`` on loading.
+    - ``required``: fields a document must give (the others take the constructor's default).
+    - ``name``: the ``"type"`` in documents (default: the class name).
+
+    **Returns:** ``cls`` (or, without ``cls``, a decorator that registers and returns it).
+
+    **Raises:** ``ValueError`` for a name already registered, an unknown kind, or a field the
+    constructor does not take; ``TypeError`` for a ``cls`` that is not a layer class.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> from ntkit import layers as L
+        >>> @L.register_layer(fields={"scale": "real"})
+        ... @dataclass(frozen=True)
+        ... class DocScale(L.Layer):
+        ...     scale: float = 2.0
+        ...     def out_shape(self, in_shape):
+        ...         return in_shape
+        ...     def kernel_fn(self, k):  # the outputs times scale: every kernel times scale^2
+        ...         s2 = self.scale**2
+        ...         return k.replace(nngp=k.nngp * s2, ntk=k.ntk * s2, cov1=k.cov1 * s2,
+        ...                          cov2=None if k.cov2 is None else k.cov2 * s2)
+        >>> L.from_json(L.serial(L.Dense(4), DocScale(3.0)).to_json())
+        serial(Dense(4), DocScale(scale=3.0))
+    """
+    def register(cls: T) -> T:
+        _register(cls, dict(fields or {}), tuple(required), name)
+        return cls
+
+    return register if cls is None else register(cls)
+
+
+def _register(cls, fields: dict[str, str], required: tuple[str, ...], name: str | None) -> None:
+    if not isinstance(cls, type) or not all(
+            callable(getattr(cls, m, None)) for m in ("kernel_fn", "out_shape", "build")):
+        raise TypeError(f"register_layer: {cls!r} is not a layer class (a subclass of "
+                        f"ntkit.layers.Layer)")
+    name = cls.__name__ if name is None else name
+    if not isinstance(name, str) or not name or len(name) > _MAXS:
+        raise ValueError(f"register_layer: name must be a non-empty string of at most {_MAXS} "
+                         f"characters; got {name!r}")
+    if name in _BY_NAME:
+        raise ValueError(f"register_layer: the layer type {name!r} is already registered "
+                         f"(for {_BY_NAME[name].cls.__module__}.{_BY_NAME[name].cls.__qualname__})")
+    if cls in _NAME_OF:
+        raise ValueError(f"register_layer: {cls.__qualname__} is already registered as "
+                         f"{_NAME_OF[cls]!r}")
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for field, kind in fields.items():
+        if kind not in FIELD_KINDS:
+            raise ValueError(f"register_layer({name}): field {field!r} has unknown kind "
+                             f"{kind!r}; known: {sorted(FIELD_KINDS)}")
+        if field == "type" or (field not in params and not takes_any):
+            raise ValueError(f"register_layer({name}): {cls.__qualname__}(...) takes no "
+                             f"argument {field!r}")
+    missing = [f for f in required if f not in fields]
+    if missing:
+        raise ValueError(f"register_layer({name}): required fields {missing} are not in fields")
+    _BY_NAME[name] = _Entry(cls, fields, required)
+    _NAME_OF[cls] = name
 
 
 # -- writing ------------------------------------------------------------------------------------
-def to_dict(net: Layer) -> dict:
+def to_dict(net: LayerProtocol) -> dict:
     """The spec document ``{"ntkit_spec": SPEC_VERSION, "net": {...}}`` of ``net`` (JSON types
-    only). Raises ``TypeError`` for a layer that has no plain-data form (an ``Elementwise``
-    of a function not in ``ELEMENTWISE_FUNCTIONS``).
+    only). Raises ``TypeError`` for a layer that has no plain-data form (a class not
+    registered with :func:`register_layer`, or an ``Elementwise`` of a function not in
+    ``ELEMENTWISE_FUNCTIONS``).
 
     Example:
         >>> from ntkit import layers as L
@@ -112,61 +174,57 @@ def to_dict(net: Layer) -> dict:
 
 
 def _layer_to_dict(layer, where: str) -> dict:
-    name = type(layer).__name__
-    if name not in _FIELDS or not isinstance(layer, _FIELDS[name][0]):
-        raise TypeError(f"{where}: {layer!r} ({name}) has no serialisable spec")
+    name = _NAME_OF.get(type(layer))
+    if name is None:
+        raise TypeError(f"{where}: {layer!r} ({type(layer).__name__}) has no serialisable "
+                        f"spec; register its class with ntkit.layers.register_layer")
     out: dict = {"type": name}
-    for field in _FIELDS[name][1]:
-        value = layer.negative_slope if field == "negative_slope" else getattr(layer, field)
-        if field == "layers":
-            out[field] = [_layer_to_dict(v, f"{where}.layers[{i}]") for i, v in enumerate(value)]
-        elif field in ("fn", "d_fn"):
-            out[field] = _fn_to_data(value, f"{where}.{field}")
-        elif isinstance(value, tuple):
-            out[field] = list(value)
-        else:
-            out[field] = value
+    for field, kind in _BY_NAME[name].fields.items():
+        out[field] = _encode(getattr(layer, field), kind, f"{where}.{field}")
     return out
 
 
-def _fn_to_data(fn, where: str):
-    if fn is None:
-        return None
-    if isinstance(fn, _Chain):
-        return {"compose": [_layer_to_dict(p, f"{where}.compose[{i}]")
-                            for i, p in enumerate(fn.parts)]}
-    if id(fn) in _FUNCTION_NAMES:
-        return _FUNCTION_NAMES[id(fn)]
-    raise TypeError(
-        f"{where}: {fn!r} cannot be stored by name; use one of "
-        f"{sorted(ELEMENTWISE_FUNCTIONS)} or a closed-form layer"
-    )
+def _encode(value, kind: str, where: str):
+    if kind == "layers":
+        return [_layer_to_dict(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind in ("function", "function or null"):
+        if value is None:
+            return None
+        if isinstance(value, Chain):
+            return {"compose": _encode(value.parts, "layers", f"{where}.compose")}
+        if function_name(value) is not None:
+            return function_name(value)
+        raise TypeError(
+            f"{where}: {value!r} cannot be stored by name; use one of "
+            f"{sorted(ELEMENTWISE_FUNCTIONS)} or a closed-form layer"
+        )
+    return list(value) if isinstance(value, tuple) else value
 
 
-def to_json(net: Layer, *, indent: int | None = 2) -> str:
+def to_json(net: LayerProtocol, *, indent: int | None = 2) -> str:
     """The spec document of ``net`` as JSON text (see :func:`to_dict`)."""
     return json.dumps(to_dict(net), indent=indent, sort_keys=True)
 
 
-def save_spec(net: Layer, path) -> None:
+def save_spec(net: LayerProtocol, path) -> None:
     """Write the spec of ``net`` to the JSON file ``path``."""
     Path(path).write_text(to_json(net) + "\n")
 
 
 def spec_hash(net_or_doc) -> str:
     """SHA-256 of the canonical JSON of a spec (a layer or a spec document), hex."""
-    doc = to_dict(net_or_doc) if isinstance(net_or_doc, Layer) else net_or_doc
+    doc = net_or_doc if isinstance(net_or_doc, dict) else to_dict(net_or_doc)
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 # -- reading ------------------------------------------------------------------------------------
-def from_dict(doc) -> Layer:
+def from_dict(doc):
     """The network of a spec document (see :func:`to_dict`).
 
     Raises ``ValueError`` naming the place in the document for an unknown layer type or
-    field, a missing field, a size over ``SPEC_LIMITS`` or an unsupported ``ntkit_spec`` version,
-    and ``TypeError`` for a value of the wrong JSON type.
+    field, a missing field, a size or total cost over ``SPEC_LIMITS`` or an unsupported
+    ``ntkit_spec`` version, and ``TypeError`` for a value of the wrong JSON type.
 
     Example:
         >>> from ntkit import layers as L
@@ -186,11 +244,10 @@ def from_dict(doc) -> Layer:
                          f"ntkit reads); got {version!r}")
     if "net" not in doc:
         raise ValueError("spec: missing field 'net'")
-    counter = [0]
-    return _layer_from_dict(doc["net"], "net", 0, counter)
+    return _Reader().layer(doc["net"], "net", 0)
 
 
-def from_json(text: str) -> Layer:
+def from_json(text: str):
     """The network of a JSON spec document (see :func:`from_dict`)."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str of JSON; got {type(text).__name__}")
@@ -209,53 +266,109 @@ def from_json(text: str) -> Layer:
     return from_dict(doc)
 
 
-def load_spec(path) -> Layer:
-    """The network of the JSON spec file ``path`` (see :func:`from_dict`)."""
+def load_spec(path):
+    """The network of the JSON spec file ``path`` (see :func:`from_dict`).
+
+    Only a regular file is read, and at most ``SPEC_LIMITS["bytes"]`` of it: a device
+    (``/dev/zero``), a FIFO or a directory raises ``ValueError`` without blocking.
+    """
     path = Path(path)
-    size = path.stat().st_size
-    if size > _MAXB:
-        raise ValueError(f"spec file {path} is {size} bytes, over the limit of {_MAXB}")
-    return from_json(path.read_text())
-
-
-def _layer_from_dict(d, where: str, depth: int, counter: list[int]) -> Layer:
-    if not isinstance(d, dict):
-        raise TypeError(f"{where}: a layer must be a JSON object; got {type(d).__name__}")
-    counter[0] += 1
-    if counter[0] > SPEC_LIMITS["layers"]:
-        raise ValueError(f"{where}: the spec has more than {SPEC_LIMITS['layers']} layers")
-    if depth > SPEC_LIMITS["nesting"]:
-        raise ValueError(f"{where}: layers nested more than {SPEC_LIMITS['nesting']} deep")
-    name = d.get("type")
-    if not isinstance(name, str) or name not in _FIELDS:
-        shown = repr(name)[: _MAXS]
-        raise ValueError(f"{where}: unknown layer type {shown}; known: {sorted(_FIELDS)}")
-    cls, kinds = _FIELDS[name]
-    where = f"{where} ({name})"
-    unknown = [k for k in d if k != "type" and k not in kinds]
-    if unknown:
-        raise ValueError(f"{where}: unknown field {str(unknown[0])[: _MAXS]!r}; "
-                         f"{name} takes {sorted(kinds) or 'no fields'}")
-    for field in _REQUIRED.get(name, ()):
-        if field not in d:
-            raise ValueError(f"{where}: missing field {field!r}")
-    kwargs = {k: _value(d[k], kinds[k], f"{where}.{k}", depth, counter)
-              for k in kinds if k in d}
-    if name in ("Serial", "Parallel"):
-        return cls(tuple(kwargs["layers"]))
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"{where}: {err}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"spec file {path} is not a regular file (a device, FIFO or "
+                             f"directory); give the path of a JSON file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(_MAXB + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAXB:
+        raise ValueError(f"spec file {path} is over the limit of {_MAXB} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"spec file {path} is not UTF-8 text: {err}") from None
+    return from_json(text)
 
 
-def _value(v, kind: str, where: str, depth: int, counter: list[int]):
-    if kind == _LAYERS:
-        if not isinstance(v, list) or not v:
-            raise TypeError(f"{where} must be a non-empty list of layers")
-        return [_layer_from_dict(x, f"{where}[{i}]", depth + 1, counter) for i, x in enumerate(v)]
-    if kind in (_FN, _FNN):
-        if v is None and kind == _FNN:
+class _Reader:
+    """One document's reading: counts layers and total cost against ``SPEC_LIMITS``."""
+
+    def __init__(self):
+        self.layers = 0
+        self.cost = 0
+
+    def layer(self, d, where: str, depth: int):
+        if not isinstance(d, dict):
+            raise TypeError(f"{where}: a layer must be a JSON object; got {type(d).__name__}")
+        self.layers += 1
+        if self.layers > SPEC_LIMITS["layers"]:
+            raise ValueError(f"{where}: the spec has more than {SPEC_LIMITS['layers']} layers")
+        if depth > SPEC_LIMITS["nesting"]:
+            raise ValueError(f"{where}: layers nested more than {SPEC_LIMITS['nesting']} deep")
+        name = d.get("type")
+        if not isinstance(name, str) or name not in _BY_NAME:
+            shown = repr(name)[: _MAXS]
+            raise ValueError(f"{where}: unknown layer type {shown}; known: {sorted(_BY_NAME)}")
+        entry = _BY_NAME[name]
+        kinds = entry.fields
+        where = f"{where} ({name})"
+        unknown = [k for k in d if k != "type" and k not in kinds]
+        if unknown:
+            raise ValueError(f"{where}: unknown field {str(unknown[0])[: _MAXS]!r}; "
+                             f"{name} takes {sorted(kinds) or 'no fields'}")
+        for field in entry.required:
+            if field not in d:
+                raise ValueError(f"{where}: missing field {field!r}")
+        kwargs = {k: self.value(d[k], kinds[k], f"{where}.{k}", depth)
+                  for k in kinds if k in d}
+        cost = math.prod(kwargs[k] ** 2 for k in kwargs if kinds[k] == "deg")
+        self.cost += cost
+        if self.cost > SPEC_LIMITS["cost"]:
+            raise ValueError(
+                f"{where}: the spec's total cost is over {SPEC_LIMITS['cost']} evaluations per "
+                f"kernel entry (SPEC_LIMITS['cost']: deg^2 per quadrature layer, 1 per other "
+                f"layer); use fewer quadrature layers or a smaller deg"
+            )
+        try:
+            return entry.cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from None
+
+    def value(self, v, kind: str, where: str, depth: int):
+        if kind == "layers":
+            if not isinstance(v, list) or not v:
+                raise TypeError(f"{where} must be a non-empty list of layers")
+            return tuple(self.layer(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v))
+        if kind in ("function", "function or null"):
+            return self.function(v, kind, where, depth)
+        if kind == "real or null" and v is None:
+            return None
+        if kind in ("real", "real or null"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise TypeError(f"{where} must be a finite number; got {v!r}")
+            return float(v)
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise TypeError(f"{where} must be true or false; got {v!r}")
+            return v
+        if kind == "string":
+            if not isinstance(v, str) or len(v) > _MAXS:
+                raise TypeError(f"{where} must be a short string; got {str(v)[:_MAXS]!r}")
+            return v
+        if kind in ("width", "branches", "deg"):
+            return _int(v, where, SPEC_LIMITS[kind])
+        if kind == "strides" and isinstance(v, int) and not isinstance(v, bool):
+            return _int(v, where, SPEC_LIMITS["filter"])
+        # "shape", "strides"
+        if not isinstance(v, list) or not 1 <= len(v) <= SPEC_LIMITS["spatial_dims"]:
+            raise TypeError(f"{where} must be a list of 1 to {SPEC_LIMITS['spatial_dims']} "
+                            f"positive integers; got {str(v)[:_MAXS]}")
+        return tuple(_int(x, f"{where}[{i}]", SPEC_LIMITS["filter"]) for i, x in enumerate(v))
+
+    def function(self, v, kind: str, where: str, depth: int) -> Callable | None:
+        if v is None and kind == "function or null":
             return None
         if isinstance(v, str):
             if v not in ELEMENTWISE_FUNCTIONS:
@@ -263,36 +376,11 @@ def _value(v, kind: str, where: str, depth: int, counter: list[int]):
                                  f"{sorted(ELEMENTWISE_FUNCTIONS)}")
             return ELEMENTWISE_FUNCTIONS[v]
         if isinstance(v, dict) and set(v) == {"compose"} and isinstance(v["compose"], list):
-            parts = _value(v["compose"], _LAYERS, f"{where}.compose", depth, counter)
+            parts = self.value(v["compose"], "layers", f"{where}.compose", depth)
             if not all(hasattr(p, "phi") for p in parts):
                 raise ValueError(f"{where}.compose: every part must be a nonlinearity")
-            return _Chain(tuple(parts))
+            return Chain(parts)
         raise TypeError(f"{where} must be a function name or {{'compose': [...]}}; got {v!r}")
-    if kind == _RN and v is None:
-        return None
-    if kind in (_R, _RN):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise TypeError(f"{where} must be a finite number; got {v!r}")
-        return float(v)
-    if kind == _B:
-        if not isinstance(v, bool):
-            raise TypeError(f"{where} must be true or false; got {v!r}")
-        return v
-    if kind == _S:
-        if not isinstance(v, str) or len(v) > _MAXS:
-            raise TypeError(f"{where} must be a short string; got {str(v)[:_MAXS]!r}")
-        return v
-    if kind in (_W, _N, _DEG):
-        limit = SPEC_LIMITS[kind]
-        return _int(v, where, limit)
-    if kind in (_SHAPE, _STRIDES):
-        if kind == _STRIDES and isinstance(v, int) and not isinstance(v, bool):
-            return _int(v, where, SPEC_LIMITS["filter"])
-        if not isinstance(v, list) or not 1 <= len(v) <= SPEC_LIMITS["spatial_dims"]:
-            raise TypeError(f"{where} must be a list of 1 to {SPEC_LIMITS['spatial_dims']} "
-                            f"positive integers; got {str(v)[:_MAXS]}")
-        return tuple(_int(x, f"{where}[{i}]", SPEC_LIMITS["filter"]) for i, x in enumerate(v))
-    raise AssertionError(kind)
 
 
 def _int(v, where: str, limit: int) -> int:
@@ -301,4 +389,3 @@ def _int(v, where: str, limit: int) -> int:
     if not 1 <= v <= limit:
         raise ValueError(f"{where} must be between 1 and {limit} (SPEC_LIMITS); got {v}")
     return v
-

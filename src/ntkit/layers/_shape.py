@@ -9,11 +9,14 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ._base import Layer
+from ._budget import leaf_footprint
+from ._serialize import register_layer
 from ._spatial import diagonal_mean, reduce_positions, to_diagonal
 
 __all__ = ["Flatten"]
 
 
+@register_layer
 @dataclass(frozen=True)
 class Flatten(Layer):
     """``(N, C, *S) -> (N, C * prod(S))`` (``x.reshape(N, -1)``; identity on ``(N, d)``).
@@ -69,6 +72,9 @@ class SpatialDiagonal(Layer):
 
     def out_shape(self, in_shape):
         return in_shape
+
+    def footprint(self, in_shape, layout):
+        return leaf_footprint(in_shape, in_shape, layout, to_diagonal=True)
 
     def kernel_fn(self, k):
         return k if isinstance(k, list) else drop_to_diagonal(k)

@@ -13,9 +13,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import positive_int
+from ..kernel import restore_diagonal
 
 PADDINGS = ("SAME", "VALID", "CIRCULAR")
 
@@ -51,6 +53,21 @@ def pads(size: int, window: int, stride: int, padding: str, *, who: str,
     out = -(-size // stride)
     total = max((out - 1) * stride + window - size, 0)
     return total // 2, total - total // 2, out
+
+
+def pad_input(x: Tensor, window: tuple[int, ...], strides: tuple[int, ...], padding: str, *,
+              who: str, what: str = "filter") -> Tensor:
+    """``(N, C, *S)`` inputs padded along each spatial axis as :func:`pads` says for a window
+    and stride per axis: zeros (``"SAME"``), wrapped entries (``"CIRCULAR"``) or nothing
+    (``"VALID"``), ready for a ``VALID`` convolution or pooling with those strides."""
+    widths: list[int] = []
+    for d, (w, s) in enumerate(zip(window, strides, strict=True)):
+        size = x.shape[2 + d]
+        lo, hi, _ = pads(size, w, s, padding, who=who, what=what)
+        if padding == "CIRCULAR":
+            x = x.index_select(2 + d, torch.arange(-lo, size + hi, device=x.device) % size)
+        widths = [lo, hi] + widths  # F.pad lists the last axis first
+    return F.pad(x, widths) if padding == "SAME" else x
 
 
 def window_sum(t: Tensor, axes: tuple[int, ...], window: int, stride: int, lo: int,
@@ -143,7 +160,7 @@ def reduce_positions(k, f, out: tuple[int, ...], **fields):
     per-example shapes ``(N, *out)``; ``fields`` are further :meth:`Kernel.replace` fields."""
     nngp, cov1 = f(k.nngp), f(k.cov1)
     if k.x1_is_x2 and not k.diagonal:
-        nngp.diagonal().copy_(cov1)
+        restore_diagonal(nngp, cov1)
     return k.replace(
         nngp=nngp, ntk=k.ntk if k.ntk is None or k.ntk.ndim == 0 else f(k.ntk),
         cov1=cov1, cov2=None if k.cov2 is None else f(k.cov2),
