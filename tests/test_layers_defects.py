@@ -30,7 +30,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # -- 5.3: finite inputs, non-finite kernels --------------------------------------------------
 def test_half_inputs_give_the_kernel_of_their_values():
-    # 784 squares of ~10 sum past float16's 65504, though the kernel itself (<= ~250) fits.
+    # 784 squares of ~10 sum past float16's 65504, and so does the ReLU's K11 K22 (~250^2),
+    # though the kernel itself (<= ~250) fits.
     x = _x(10.0, torch.float16)
     k = _mlp().kernel(x)
     ref = _mlp().kernel(x.double())  # the same (rounded) inputs, exactly representable
@@ -103,6 +104,22 @@ def test_tiles_compute_as_the_whole_kernel():
     with pytest.raises(ValueError, match=r"NaN or infinite entries"):
         kernel_tile(planned, big, None, input_variances(big), None, need_ntk=True,
                     diag_sp=diag_sp, batch_size=4)
+
+
+def test_the_kernel_family_computes_as_the_layer_networks():
+    from ntkit.family import fc_kernel_family
+
+    x = _x(10.0, torch.float16)
+    fam = fc_kernel_family(x, max_depth=2, W_std=1.5, b_std=0.05)
+    ref = fc_kernel_family(x.double(), max_depth=2, W_std=1.5, b_std=0.05)
+    assert fam.nngp(2).dtype == fam.ntk(2, 1).dtype == torch.float16
+    # float32 arithmetic rounded once to float16 (2^-11 relative), as for net.kernel.
+    assert _rel(fam.nngp(2), ref.nngp(2)) < 1e-3 and _rel(fam.ntk(2, 0), ref.ntk(2, 0)) < 1e-3
+    big = _x(1e17, torch.float32)
+    assert _rel(fc_kernel_family(big, max_depth=1).ntk(1),
+                fc_kernel_family(big.double(), max_depth=1).ntk(1)) < 1e-6
+    with pytest.raises(ValueError, match=r"NaN or infinite entries"):
+        fc_kernel_family(_x(1e200, torch.float64), max_depth=1)
 
 
 # -- 5.7: untrusted spec files -----------------------------------------------------------------

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ._checks import as_inputs, check_pair
-from .kernel import Kernel
+from ._checks import all_finite, as_inputs, check_pair
+from .kernel import Kernel, in_finite_dtype
 from .layers import Activation, Dense, ReLU
 
 __all__ = ["KernelFamily", "fc_kernel_family"]
@@ -28,13 +28,25 @@ __all__ = ["KernelFamily", "fc_kernel_family"]
 class KernelFamily:
     """The per-layer pieces ``K_j``, ``T_i`` of :func:`fc_kernel_family` and what they give.
 
-    ``max_depth`` is the deepest number of hidden layers available.
+    ``max_depth`` is the deepest number of hidden layers available; ``dtype`` that of the
+    tensors it returns (the pieces ``K``, ``T`` may be held in a wider one).
     """
 
-    def __init__(self, K: list[Tensor], T: list[Tensor]):
+    def __init__(self, K: list[Tensor], T: list[Tensor], *, dtype: torch.dtype | None = None):
         self._K = K
         self._T = T
         self.max_depth = len(T)
+        # The dtype of what it returns (the inputs'); the pieces may be held in a wider one.
+        self.dtype = K[0].dtype if dtype is None else dtype
+
+    def _out(self, t: Tensor) -> Tensor:
+        """A new tensor of ``t`` in ``self.dtype``; raises if that cast overflows."""
+        if t.dtype == self.dtype:
+            return t.clone()
+        out = t.to(self.dtype)
+        if not all_finite(out):
+            raise ValueError(f"the kernel's values overflow {self.dtype}; rescale the inputs")
+        return out
 
     def _check(self, depth: int, fix: int = 0) -> None:
         if not isinstance(depth, int) or not 0 <= depth <= self.max_depth:
@@ -45,7 +57,8 @@ class KernelFamily:
     def nngp(self, depth: int) -> Tensor:
         """``(N1, N2)`` NNGP of the network with ``depth`` hidden layers."""
         self._check(depth)
-        return self._K[depth]
+        k = self._K[depth]
+        return k if k.dtype == self.dtype else self._out(k)
 
     def ntk(self, depth: int, fix: int = 0) -> Tensor:
         """``(N1, N2)`` NTK with ``depth`` hidden layers and the bottom ``fix`` Dense frozen."""
@@ -60,12 +73,12 @@ class KernelFamily:
         tensor, with one multiply-add per step (so all ``fix`` cost as much as one)."""
         self._check(depth)
         theta = self._K[depth].clone()
-        yield depth, theta.clone()
+        yield depth, self._out(theta)
         tail = None  # prod_{i = j}^{depth} T_i for the current j
         for j in range(depth - 1, -1, -1):
             tail = self._T[j] if tail is None else tail * self._T[j]
             theta.addcmul_(self._K[j], tail)
-            yield j, theta.clone()
+            yield j, self._out(theta)
 
 
 def fc_kernel_family(
@@ -84,7 +97,10 @@ def fc_kernel_family(
     (NTK parametrization; the input kernel is ``x . x' / d`` as everywhere in ntkit).
 
     **Returns:** a :class:`KernelFamily`; ``family.ntk(L, fix)`` and ``family.nngp(L)`` are
-    ``(N1, N2)`` tensors equal to the kernels of the corresponding ``ntkit.layers`` network.
+    ``(N1, N2)`` tensors equal to the kernels of the corresponding ``ntkit.layers`` network,
+    in ``x1``'s dtype and computed as that network's kernel is (see ``Layer.kernel``:
+    float16 in float32, an overflowing float32 again in float64, ``ValueError`` rather than
+    NaN or inf).
 
     Example:
         >>> import torch
@@ -109,16 +125,23 @@ def fc_kernel_family(
     if x1.ndim != 2:
         raise ValueError(f"x1 must have shape (N, features); got {tuple(x1.shape)}")
     dense = Dense(1, W_std=W_std, b_std=b_std)
-    k = Kernel.from_inputs(x1, x2, ntk=False)
-    one = torch.ones((), dtype=x1.dtype, device=x1.device)
-    K: list[Tensor] = []
-    T: list[Tensor] = []
-    for depth in range(max_depth + 1):
-        k = dense.kernel_fn(k)
-        K.append(k.nngp)
-        if depth < max_depth:
-            # With Theta = 1 going in, the activation's kernel map leaves E[phi' phi'] in ntk.
-            k = activation.kernel_fn(k.replace(ntk=one))
-            T.append(k.ntk * dense.W_std**2)
-            k = k.replace(ntk=None)
-    return KernelFamily(K, T)
+
+    def run(work: torch.dtype) -> tuple[tuple[list[Tensor], list[Tensor]], bool]:
+        # In a dtype that holds the values, as net.kernel computes (see in_finite_dtype).
+        k = Kernel.from_inputs(x1.to(work), None if x2 is None else x2.to(work), ntk=False)
+        one = torch.ones((), dtype=work, device=x1.device)
+        K: list[Tensor] = []
+        T: list[Tensor] = []
+        for depth in range(max_depth + 1):
+            k = dense.kernel_fn(k)
+            K.append(k.nngp)
+            if depth < max_depth:
+                # With Theta = 1 going in, the activation's kernel map leaves E[phi' phi'] in
+                # ntk.
+                k = activation.kernel_fn(k.replace(ntk=one))
+                T.append(k.ntk * dense.W_std**2)
+                k = k.replace(ntk=None)
+        return (K, T), all(all_finite(t) for t in K + T)
+
+    K, T = in_finite_dtype(run, x1, x2)
+    return KernelFamily(K, T, dtype=x1.dtype)

@@ -185,6 +185,31 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def in_finite_dtype(run, x1: Tensor, x2: Tensor | None):
+    """``run(dtype)``'s result, computed in ``compute_dtype`` of the inputs, or again in
+    float64 when that came out non-finite in float32 (``run`` returns ``(result, finite)``).
+
+    Finite inputs can still overflow: the input Gram matrix sums ``d`` squares, and
+    nonlinearities multiply variances (``K11 K22``), which in float32 overflows once the
+    variances pass ``sqrt(3.4e38)``, about ``2e19``. Raises ``ValueError`` when even float64
+    overflows (or a layer made a NaN): NaN or inf is never returned.
+    """
+    work = compute_dtype(x1.dtype)
+    while True:
+        result, finite = run(work)
+        if finite:
+            return result
+        if work != torch.float32:
+            largest = max(float(x.abs().max()) for x in (x1, x2) if x is not None)
+            raise ValueError(
+                f"the kernel came out with NaN or infinite entries although the inputs are "
+                f"finite: with inputs as large as {largest:.3g}, its values overflow "
+                f"{x1.dtype} (computed in {work}); rescale the inputs, e.g. standardise the "
+                f"features"
+            )
+        work = torch.float64
+
+
 def input_variances(x: Tensor, *, diagonal_spatial: bool = False) -> Tensor:
     """``(N,)`` input variances ``x_i . x_i / d`` of ``(N, d)`` inputs; for images
     ``(N, C, *S)`` the covariances ``(N, *S, *S)`` over positions (``(N, *S)`` with

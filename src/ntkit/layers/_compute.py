@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .._bytes import human_bytes as human
 from .._bytes import parse_bytes
 from .._checks import all_finite, as_inputs, check_get, check_pair, positive_int
-from ..kernel import Kernel, compute_dtype, input_variances, mirror, transpose_pairs
+from ..kernel import Kernel, in_finite_dtype, input_variances, mirror, transpose_pairs
 from ._budget import block_cost
 from ._protocol import LayerProtocol
 
@@ -57,32 +57,7 @@ def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_siz
                        diag_sp=diag_sp, batch_size=batch_size, max_memory=max_memory,
                        progress=progress)
 
-    return _widening(run, x1, x2)
-
-
-def _widening(run, x1: Tensor, x2: Tensor | None):
-    """``run(dtype)``'s result, computed in ``compute_dtype`` of the inputs, or again in
-    float64 when that came out non-finite in float32 (``run`` returns ``(result, finite)``).
-
-    Finite inputs can still overflow: the input Gram matrix sums ``d`` squares, and
-    nonlinearities multiply variances (``K11 K22``), which in float32 overflows once the
-    variances pass ``sqrt(3.4e38)``, about ``2e19``. Raises ``ValueError`` when even float64
-    overflows (or a layer made a NaN): NaN or inf is never returned.
-    """
-    work = compute_dtype(x1.dtype)
-    while True:
-        result, finite = run(work)
-        if finite:
-            return result
-        if work != torch.float32:
-            largest = max(float(x.abs().max()) for x in (x1, x2) if x is not None)
-            raise ValueError(
-                f"the kernel came out with NaN or infinite entries although the inputs are "
-                f"finite: with inputs as large as {largest:.3g}, its values overflow "
-                f"{x1.dtype} (computed in {work}); rescale the inputs, e.g. standardise the "
-                f"features"
-            )
-        work = torch.float64
+    return in_finite_dtype(run, x1, x2)
 
 
 def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype: torch.dtype,
@@ -209,7 +184,7 @@ def kernel_tile(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Ten
                 out.put(k, i, j)
         return (out.nngp, out.ntk), out.finite()
 
-    return _widening(run, x1, x2)
+    return in_finite_dtype(run, x1, x2)
 
 
 def layout(net: LayerProtocol, x1: Tensor) -> tuple:

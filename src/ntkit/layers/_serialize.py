@@ -80,10 +80,10 @@ class _Entry:
 _BY_NAME: dict[str, _Entry] = {}
 _NAME_OF: dict[type, str] = {}
 
-T = TypeVar("T", bound=type)
+_T = TypeVar("_T", bound=type)
 
 
-def register_layer(cls: T | None = None, /, *, fields: Mapping[str, str] | None = None,
+def register_layer(cls: _T | None = None, /, *, fields: Mapping[str, str] | None = None,
                    required: tuple[str, ...] = (), name: str | None = None):
     """Give a layer class a spec: after registration its layers serialise
     (:func:`to_dict`, :func:`to_json`, :func:`spec_hash`) and load (:func:`from_dict`,
@@ -113,14 +113,18 @@ def register_layer(cls: T | None = None, /, *, fields: Mapping[str, str] | None 
         ...     scale: float = 2.0
         ...     def out_shape(self, in_shape):
         ...         return in_shape
-        ...     def kernel_fn(self, k):  # the outputs times scale: every kernel times scale^2
-        ...         s2 = self.scale**2
-        ...         return k.replace(nngp=k.nngp * s2, ntk=k.ntk * s2, cov1=k.cov1 * s2,
-        ...                          cov2=None if k.cov2 is None else k.cov2 * s2)
-        >>> L.from_json(L.serial(L.Dense(4), DocScale(3.0)).to_json())
+        ...     def kernel_fn(self, k):  # outputs times scale: every kernel times scale^2
+        ...         def f(t):
+        ...             return None if t is None else t * self.scale**2
+        ...         return k.replace(nngp=f(k.nngp), ntk=f(k.ntk), cov1=f(k.cov1), cov2=f(k.cov2))
+        >>> net = L.from_json(L.serial(L.Dense(4), DocScale(3.0)).to_json())
+        >>> net
         serial(Dense(4), DocScale(scale=3.0))
+        >>> import torch
+        >>> net.kernel(torch.eye(2, dtype=torch.float64)).nngp.tolist()
+        [[4.5, 0.0], [0.0, 4.5]]
     """
-    def register(cls: T) -> T:
+    def register(cls: _T) -> _T:
         _register(cls, dict(fields or {}), tuple(required), name)
         return cls
 
