@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
 import ntkit as nk
-from ntkit import layers as L  # noqa: N812 - the convention of DESIGN.md
+from ntkit import layers as L  # noqa: N812 - the convention of docs/conventions.md
 from ntkit.empirical import empirical_ntk
 
 F64 = torch.float64

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import ntkit as nk
-from ntkit import layers as L  # noqa: N812 - the convention of DESIGN.md
+from ntkit import layers as L  # noqa: N812 - the convention of docs/conventions.md
 from ntkit.empirical import empirical_nngp, empirical_ntk, linearize, taylor
 from test_empirical import F64, _assert_rel_close, _gen, _inputs
 

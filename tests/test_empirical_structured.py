@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
-from ntkit import layers as L  # noqa: N812 - the convention of DESIGN.md
+from ntkit import layers as L  # noqa: N812 - the convention of docs/conventions.md
 from ntkit.empirical import StructuredHandler, _factors, empirical_ntk, register_structured
 from test_empirical import F64, STRATEGIES, _assert_rel_close, _explicit_ntk, _inputs, _plan
 
