@@ -25,7 +25,7 @@ from ._budget import block_cost
 from ._protocol import LayerProtocol
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
-# the 1 MB L2 / shared L3 of the machines we measured (bench/kernels_fc.py).
+# a 1 MB L2 or shared L3 cache (chosen with bench/kernels_fc.py).
 DEFAULT_BATCH_SIZE = 512
 # Working memory of one block when the network takes images and no max_memory is given.
 DEFAULT_MAX_MEMORY = "1GiB"
@@ -284,7 +284,10 @@ class _Assembly:
         self.dtype = dtype
         self.nngp: Tensor | None = None
         self.ntk: Tensor | None = None
-        self._sums: list[Tensor] = []
+        # The running sum of every block's entries (see finite()), one 0-d tensor: a list of
+        # per-block sums would scatter small long-lived allocations between the blocks' large
+        # temporaries and keep the heap from reusing them.
+        self._total: Tensor | None = None
 
     def put(self, k: Kernel, i: int, j: int) -> None:
         """Write block ``k`` (rows from ``i``, columns from ``j``); see :func:`_put`."""
@@ -294,18 +297,24 @@ class _Assembly:
             self.ntk = torch.empty_like(self.nngp) if self.need_ntk else None
         _put(self.nngp, k.nngp, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
         # Summed while the block is in cache (no synchronisation): see finite().
-        self._sums.append(k.nngp.sum())
+        self._add(k.nngp.sum())
         if self.need_ntk:
             ntk = _full(k.ntk, k.nngp)
             _put(self.ntk, ntk, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
-            self._sums.append(ntk.sum())
+            self._add(ntk.sum())
+
+    def _add(self, block_sum: Tensor) -> None:
+        if self._total is None:
+            self._total = block_sum
+        else:
+            self._total.add_(block_sum)
 
     def finite(self) -> bool:
         """Whether every entry is finite: a finite sum of the blocks' sums says so at once (as
         ``all_finite``); otherwise, or when the blocks were computed in another dtype (the cast
         may overflow), every entry is tested."""
-        if self._sums and self._sums[0].dtype == self.dtype \
-                and bool(torch.isfinite(torch.stack(self._sums).sum())):
+        if self._total is not None and self._total.dtype == self.dtype \
+                and bool(torch.isfinite(self._total)):
             return True
         return all_finite(self.nngp) and (self.ntk is None or all_finite(self.ntk))
 
