@@ -208,8 +208,8 @@ class _Triangle:
     Kept because it pays: on ``bench/empirical_ntk.py``'s CNN at N = 256 (float32) the
     diagonal blocks' products execute 56 % (``"trace"``) and 52 % (``"full"``) of the FLOPs
     of the plain path (depth 0: the whole product, averaged with its transpose), with
-    the same result; the measured time against the plain path (an interleaved A/B) is in
-    bench/RESULTS.md.
+    the same result; its time against the plain path (``bench/empirical_triangle.py``, an
+    interleaved A/B) is in bench/RESULTS.md.
     """
 
     def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor):
