@@ -1,16 +1,76 @@
-"""Output locations checked and created before the work that fills them.
+"""Paths at the file-system boundary: output locations checked and created before the work
+that fills them, and input files read only when they are regular files, within a bound.
 
-A command that runs for minutes and then cannot write its result has lost the run; these
-helpers fail at once instead, with a ``ValueError`` naming the option (``name``).
+A command that runs for minutes and then cannot write its result has lost the run; the
+``prepare_*`` helpers fail at once instead, with a ``ValueError`` naming the option
+(``name``). Files named by untrusted input (a spec, a store's metadata, a data set's index)
+are opened without blocking and checked on the open descriptor, so that a FIFO is not waited
+on, a device (``/dev/zero``) is not read without end, and the file read is the file checked.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["prepare_output_dir", "prepare_output_file"]
+__all__ = ["open_regular", "prepare_output_dir", "prepare_output_file", "read_regular"]
+
+
+def open_regular(path, *, what: str | None = None) -> BinaryIO:
+    """``path`` opened for binary reading, if it is a regular file.
+
+    Raises ``ValueError`` (``"<what> is not a regular file ..."``, ``what`` defaulting to the
+    path) for a FIFO, a device or a folder, without blocking; ``OSError`` as ``os.open`` does
+    (a missing file, no permission).
+    """
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{what or path} is not a regular file (a device, FIFO or "
+                             f"folder)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path, *, limit: int, what: str | None = None,
+                 encoding: str | None = None) -> bytes | str:
+    """The contents of the regular file ``path``, which must hold at most ``limit`` bytes:
+    ``bytes``, or text decoded with ``encoding``.
+
+    Raises ``ValueError`` naming ``what`` (default: the path) for a file that is not regular
+    (see :func:`open_regular`), over the limit (only ``limit + 1`` bytes are read), or not
+    text in ``encoding``.
+
+    Example:
+        >>> import tempfile
+        >>> f = tempfile.NamedTemporaryFile()
+        >>> _ = f.write(b"0123456789"); f.flush()
+        >>> read_regular(f.name, limit=10, encoding="utf-8")
+        '0123456789'
+        >>> read_regular(f.name, limit=9, what="the spec")
+        Traceback (most recent call last):
+        ...
+        ValueError: the spec is over the limit of 9 bytes
+        >>> f.close()
+    """
+    what = what or str(path)
+    with open_regular(path, what=what) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} is over the limit of {limit} bytes")
+    if encoding is None:
+        return data
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} is not {encoding.upper()} text") from None
 
 
 def _as_path(path, name: str) -> Path:

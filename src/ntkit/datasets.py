@@ -6,8 +6,6 @@ Solve Real World Classification Problems?" (JMLR 15, 2014), as used by Arora et 
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import NamedTuple
@@ -15,6 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
+
+from ._paths import read_regular
 
 __all__ = ["UCI_MAX_BYTES", "Split", "UCIDataset", "UCIFormatError", "load_digits", "load_uci"]
 
@@ -123,29 +123,18 @@ def _member(folder: Path, relative: str, name: str, what: str) -> Path:
 
 
 def _read_text(path: Path, name: str, kind: str) -> str:
-    """The text of the regular file ``path``, at most ``UCI_MAX_BYTES[kind]`` bytes.
-
-    Opened without blocking (a FIFO would otherwise wait for a writer forever) and checked on the
-    open descriptor, so that the file read is the file checked.
-    """
-    limit = UCI_MAX_BYTES[kind]
+    """The text of the regular file ``path``, at most ``UCI_MAX_BYTES[kind]`` bytes (see
+    :func:`ntkit._paths.read_regular`); every failure is a ``UCIFormatError`` of set ``name``."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        return read_regular(path, limit=UCI_MAX_BYTES[kind], what=f"{kind} file {path.name}",
+                            encoding="utf-8")
     except FileNotFoundError:
         raise UCIFormatError(name, f"missing {kind} file {path.name}") from None
     except OSError as err:
         raise UCIFormatError(name, f"cannot open {kind} file {path.name}: "
                                    f"{err.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise UCIFormatError(name, f"{kind} file {path.name} is not a regular file")
-        raw = f.read(limit + 1)
-    if len(raw) > limit:
-        raise UCIFormatError(name, f"{kind} file {path.name} is larger than {limit} bytes")
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise UCIFormatError(name, f"{kind} file {path.name} is not UTF-8 text") from None
+    except ValueError as err:
+        raise UCIFormatError(name, str(err)) from None
 
 
 def _uci_metadata(folder: Path, name: str) -> dict[str, str]:

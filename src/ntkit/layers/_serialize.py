@@ -20,13 +20,12 @@ import hashlib
 import inspect
 import json
 import math
-import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from .._paths import read_regular
 from ._functions import ELEMENTWISE_FUNCTIONS, Chain, function_name
 from ._protocol import LayerProtocol
 
@@ -276,24 +275,8 @@ def load_spec(path):
     Only a regular file is read, and at most ``SPEC_LIMITS["bytes"]`` of it: a device
     (``/dev/zero``), a FIFO or a directory raises ``ValueError`` without blocking.
     """
-    path = Path(path)
-    # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"spec file {path} is not a regular file (a device, FIFO or "
-                             f"directory); give the path of a JSON file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(_MAXB + 1)
-    finally:
-        os.close(fd)
-    if len(data) > _MAXB:
-        raise ValueError(f"spec file {path} is over the limit of {_MAXB} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"spec file {path} is not UTF-8 text: {err}") from None
-    return from_json(text)
+    return from_json(read_regular(path, limit=_MAXB, what=f"spec file {path}",
+                                  encoding="utf-8"))
 
 
 class _Reader:

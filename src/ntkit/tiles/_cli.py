@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._store import open_regular
+from .._paths import open_regular
 
 __all__ = ["kernel_command", "status_command", "load_npy"]
 
@@ -17,7 +17,7 @@ def load_npy(path: str, name: str) -> np.ndarray:
     describe exactly the bytes that follow it: a header claiming more data than the file
     holds is refused before anything is allocated."""
     fmt = np.lib.format
-    with open_regular(path) as f:
+    with open_regular(path, what=f"{name}: {path}") as f:
         version = fmt.read_magic(f)
         if version not in ((1, 0), (2, 0)):
             raise ValueError(f"{name}: {path} is .npy format {version}; expected 1.0 or 2.0")

@@ -18,11 +18,9 @@ anything is planned from it.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
-import stat
 import time
 import uuid
 import zlib
@@ -30,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._paths import read_regular
 from ._plan import Tile, tile_count
 
 __all__ = ["STORE_FORMAT", "MAX_TILE", "MAX_TILES", "CorruptTileError", "import_zarr",
-           "open_regular", "fingerprint", "checksum", "check_location", "check_tiling",
+           "fingerprint", "checksum", "check_location", "check_tiling",
            "check_provenance", "read_provenance", "create_or_check", "remove_if_empty",
            "open_group", "write_tile", "read_tile", "tile_intact", "record", "read_manifest",
            "forget", "log_event", "store_path"]
@@ -116,26 +115,9 @@ def checksum(block: np.ndarray) -> str:
     return f"crc32:{zlib.crc32(np.ascontiguousarray(block).data):08x}"
 
 
-def open_regular(path) -> io.BufferedReader:
-    """``path`` opened for binary reading if it is a regular file: a FIFO is not waited on, a
-    device not read (``ValueError``)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _read_json(path: Path, limit: int):
     """The JSON document in the regular file ``path`` of at most ``limit`` bytes."""
-    with open_regular(path) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path} is over the limit of {limit} bytes")
+    data = read_regular(path, limit=limit)
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as err:
