@@ -167,15 +167,16 @@ def test_conv_module_takes_the_structured_path(name, outputs, monkeypatch):
     _assert_rel_close(theta, empirical_ntk(model, x, strategy="jacobian", outputs=outputs))
 
 
-def test_a_conv_module_whose_patches_do_not_give_its_output_falls_back(monkeypatch):
-    # ntkit's twin pads itself: if the attributes that the handler reads ever stopped
-    # describing its forward, the planning pass's check sends its parameters to per-example
-    # Jacobians rather than giving wrong values. Here the handler is made to read no padding.
+def test_a_handler_check_that_gives_a_reason_sends_the_parameters_to_the_fallback(
+        monkeypatch):
+    # StructuredHandler.check runs on the planning pass: a reason (here: any) makes the
+    # parameters of that call per-example Jacobians rather than factors, never wrong values.
     net = L.serial(L.Conv(3, (3, 3), padding="SAME", b_std=0.1), L.Flatten(), L.Dense(2))
     model = net.module((1, 4, 4), dtype=F64, generator=torch.Generator().manual_seed(33))
     x = _inputs((1, 4, 4), n=3)
     assert _plan(model, x).fallback == []
-    monkeypatch.setattr(_factors, "_padding", lambda m, spatial: ([0] * 4, "constant"))
+    monkeypatch.setattr(_factors.CONV_HANDLER, "check",
+                        lambda m, feature, output: "its patches do not reproduce its output")
     plan = _plan(model, x)
     assert set(plan.fallback) == {"0.weight", "0.bias"}
     assert "its patches do not reproduce its output" in plan.reasons["0.weight"]

@@ -20,10 +20,8 @@ parameters fall back to per-example Jacobians.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar, TypeVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -241,25 +239,28 @@ class _Conv(StructuredHandler):
 
     def refuse(self, m):
         if isinstance(m, ConvModule):
-            kernel = getattr(m, "kernel_size", getattr(m, "filter_shape", None))
-            if not isinstance(kernel, (tuple, list)) or not 1 <= len(kernel) <= 2:
-                return f"its kernel size {kernel!r} is not that of a 1-D or 2-D convolution"
+            if not 1 <= len(m.kernel_size) <= 2:
+                return (f"its kernel size {m.kernel_size!r} is not that of a 1-D or 2-D "
+                        f"convolution")
             return _same_forward(m, ConvModule)
         return _same_forward(m, nn.Conv1d, nn.Conv2d)
 
     def record(self, m, x, n):
-        k = _kernel_size(m)
+        k = tuple(m.kernel_size)
         reason = _batch_first(x, n, ndim=len(k) + 2)
         if reason:
             return reason
-        pad, mode = _padding(m, x.shape[2:])
-        if not all(isinstance(p, int) for p in pad):
-            return f"its padding {m.padding!r} is not understood"
         x = x.detach()
-        if any(pad):
-            x = F.pad(x, pad, mode=mode)
-        s = _tuple(getattr(m, "stride", getattr(m, "strides", 1)), len(k))
-        d = _tuple(getattr(m, "dilation", 1), len(k))
+        if isinstance(m, ConvModule):
+            x = m.pad(x)  # exactly as its forward pads (JAX's split, at any stride)
+        else:
+            pad, mode = _padding(m)
+            if not all(isinstance(p, int) for p in pad):
+                return f"its padding {m.padding!r} is not understood"
+            if any(pad):
+                x = F.pad(x, pad, mode=mode)
+        s = _tuple(m.stride, len(k))
+        d = _tuple(m.dilation, len(k))
         if x.ndim == 3:  # Conv1d as a 1 x L image
             x, k, s, d = x.unsqueeze(2), (1, *k), (1, *s), (1, *d)
         # Channels last, then every patch as a strided view and one copy: each patch row
@@ -269,7 +270,7 @@ class _Conv(StructuredHandler):
         # several times slower on CPU.)
         x = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C_in)
         b, h, w, c = x.shape
-        g = _groups(m)
+        g = m.groups
         out_h = (h - d[0] * (k[0] - 1) - 1) // s[0] + 1
         out_w = (w - d[1] * (k[1] - 1) - 1) // s[1] + 1
         view = x.as_strided((b, out_h, out_w, g, k[0], k[1], c // g),
@@ -280,71 +281,33 @@ class _Conv(StructuredHandler):
         patches.view(view.shape).copy_(view)
         return patches.transpose(1, 2)  # (B, groups, S, k_h * k_w * C_in / groups)
 
-    def check(self, m, feature, output):
-        # ntkit's twin computes its padding itself: confirm that the patches give its output.
-        if not isinstance(m, ConvModule):
-            return None
-        w_scale, b_scale = self.scales(m)
-        g = _groups(m)
-        weight = m.weight.detach().to(feature.dtype)
-        weight = weight.reshape(g, weight.shape[0] // g, weight.shape[1], -1)
-        cols = weight.permute(0, 1, 3, 2).reshape(g, weight.shape[1], -1)  # (g, out, k C)
-        z = torch.einsum("bgsi,goi->bgso", feature, cols) * w_scale
-        if m.bias is not None:
-            z = z + b_scale * m.bias.detach().to(z.dtype).view(g, 1, -1)
-        want = self.grads(m, output.detach().unsqueeze(1))[:, :, :, 0]
-        # Rounding of the inputs' dtype, not an exact comparison: the products differ in order.
-        tol = 1e-4 * float(want.abs().max()) if want.numel() else 0.0
-        if want.shape != z.shape or not torch.allclose(z, want, rtol=1e-4, atol=tol):
-            return "its patches do not reproduce its output"
-        return None
-
     def scales(self, m):
         return _scales(m)
 
     def grads(self, m, g):
         b, k, c = g.shape[:3]
-        groups = _groups(m)
+        groups = m.groups
         g = g.reshape(b, k, groups, c // groups, -1)
         return g.permute(0, 2, 4, 1, 3)
 
 
-def _kernel_size(m: nn.Module) -> tuple[int, ...]:
-    return tuple(getattr(m, "kernel_size", None) or m.filter_shape)
-
-
-def _groups(m: nn.Module) -> int:
-    return int(getattr(m, "groups", 1))
-
-
-def _padding(m: nn.Module, spatial: tuple[int, ...]) -> tuple[list[int], str]:
-    """``F.pad`` amounts (last axis first, ``(lo, hi)`` each) and mode of a convolution.
-
-    torch's ``padding``: ints (both sides), ``"valid"`` or ``"same"`` (stride 1; an odd total
-    puts the extra entry after, as ``nn.Conv2d`` does); ntkit's ``"SAME"``/``"CIRCULAR"``
-    pad to ``ceil(size / stride)`` outputs with the extra entry after (JAX), ``"VALID"`` not.
-    """
-    k = _kernel_size(m)
-    d = _tuple(getattr(m, "dilation", 1), len(k))
-    s = _tuple(getattr(m, "stride", getattr(m, "strides", 1)), len(k))
-    padding = m.padding
-    mode = {"zeros": "constant"}.get(getattr(m, "padding_mode", "zeros"),
-                                     getattr(m, "padding_mode", "zeros"))
+def _padding(m: nn.Module) -> tuple[list[int], str]:
+    """``F.pad`` amounts (last axis first, ``(lo, hi)`` each) and mode of a torch convolution:
+    ``padding`` ints (both sides), ``"valid"`` or ``"same"`` (stride 1; an odd total puts the
+    extra entry after, as ``nn.Conv2d`` does)."""
+    k = tuple(m.kernel_size)
+    d = _tuple(m.dilation, len(k))
+    mode = {"zeros": "constant"}.get(m.padding_mode, m.padding_mode)
     pairs = []
     for i in range(len(k)):
         span = d[i] * (k[i] - 1)
-        if padding in ("SAME", "CIRCULAR"):
-            total = max((math.ceil(spatial[i] / s[i]) - 1) * s[i] + span + 1 - spatial[i], 0)
-            pairs.append((total // 2, total - total // 2))
-        elif padding in ("same",):
+        if m.padding == "same":
             pairs.append((span // 2, span - span // 2))
-        elif padding in ("valid", "VALID"):
+        elif m.padding == "valid":
             pairs.append((0, 0))
         else:
-            p = _tuple(padding, len(k))[i]
+            p = _tuple(m.padding, len(k))[i]
             pairs.append((p, p))
-    if padding == "CIRCULAR":
-        mode = "circular"
     return [v for lo, hi in reversed(pairs) for v in (lo, hi)], mode
 
 
