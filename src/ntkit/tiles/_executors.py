@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._checks import all_finite
 from ._plan import Tile
 from ._store import open_group, write_tile
 
@@ -66,16 +65,15 @@ def compute_tile(job: TileJob, tile: Tile) -> dict[str, np.ndarray]:
     else:
         x2, v2 = (job.x1, job.var1) if job.x2 is None else (job.x2, job.var2)
         x2, v2 = x2[cols], v2[cols]
-    with torch.no_grad():
-        nngp, ntk = kernel_tile(planned, job.x1[rows], x2, job.var1[rows], v2,
-                                need_ntk="ntk" in job.get, diag_sp=diag_sp,
-                                batch_size=job.batch_size)
+    try:
+        with torch.no_grad():
+            # kernel_tile raises rather than return NaN or inf: nothing of such a tile is stored.
+            nngp, ntk = kernel_tile(planned, job.x1[rows], x2, job.var1[rows], v2,
+                                    need_ntk="ntk" in job.get, diag_sp=diag_sp,
+                                    batch_size=job.batch_size)
+    except ValueError as err:
+        raise ValueError(f"tile {tile.key}: {err}") from None
     blocks = {name: (nngp if name == "nngp" else ntk) for name in job.get}
-    for name, block in blocks.items():
-        if not all_finite(block):
-            raise ValueError(f"tile {tile.key}: the {name} kernel has NaN or infinite entries "
-                             f"(inputs or weights too large for {block.dtype}?); nothing of "
-                             f"it is stored")
     return {name: np.ascontiguousarray(block.numpy()) for name, block in blocks.items()}
 
 
