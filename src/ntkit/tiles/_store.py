@@ -32,10 +32,10 @@ from .._paths import read_regular
 from ._plan import Tile, tile_count
 
 __all__ = ["STORE_FORMAT", "MAX_TILE", "MAX_TILES", "CorruptTileError", "import_zarr",
-           "fingerprint", "checksum", "check_location", "check_tiling",
-           "check_provenance", "read_provenance", "create_or_check", "remove_if_empty",
-           "open_group", "write_tile", "read_tile", "tile_intact", "record", "read_manifest",
-           "forget", "log_event", "store_path"]
+           "fingerprint", "checksum", "check_location", "check_tiling", "check_provenance",
+           "read_provenance", "create_or_check", "remove_if_empty", "open_group", "write_tile",
+           "read_tile", "matches", "tile_intact", "record", "read_manifest", "forget",
+           "log_event", "store_path"]
 
 STORE_FORMAT = 1
 _ATTR = "ntkit_tiles"
@@ -258,13 +258,17 @@ def read_tile(group, tile: Tile, name: str) -> np.ndarray:
     return group[name][tile.r0:tile.r1, tile.c0:tile.c1]
 
 
+def matches(block: np.ndarray, entry: dict, name: str) -> bool:
+    """Whether the whole tile ``block`` of kernel ``name`` has the checksum recorded in its
+    manifest ``entry``."""
+    sums = entry.get("checksums") if isinstance(entry, dict) else None
+    return isinstance(sums, dict) and checksum(block) == sums.get(name)
+
+
 def tile_intact(group, tile: Tile, entry: dict, names) -> bool:
     """Whether each kernel in ``names`` reads back with the checksum in manifest ``entry``."""
-    sums = entry.get("checksums") if isinstance(entry, dict) else None
-    if not isinstance(sums, dict):
-        return False
     try:
-        return all(checksum(read_tile(group, tile, n)) == sums.get(n) for n in names)
+        return all(matches(read_tile(group, tile, n), entry, n) for n in names)
     except Exception:  # noqa: BLE001 - an unreadable chunk is a corrupt tile
         return False
 
