@@ -145,8 +145,14 @@ def test_float32_agrees_with_float64():
     # On inputs without near-duplicates (where arccos near c = 1 would cost sqrt(eps)) the
     # float32 kernel is a few float32 eps (~1e-6) relative off; the ridge solve amplifies that by
     # at most the condition number of K + ridge, <= 1/alpha = 1e3 relative to the mean diagonal.
-    np.testing.assert_allclose(b.decision_function(Xt), a.decision_function(Xt), atol=1e-3)
-    np.testing.assert_array_equal(b.predict(Xt), a.predict(Xt))
+    da, db = a.decision_function(Xt), b.decision_function(Xt)
+    np.testing.assert_allclose(db, da, atol=1e-3)
+    # Two computations: the labels must agree wherever the float64 margin (the gap between
+    # the two largest scores) exceeds that tolerance, and these inputs have no closer call.
+    top2 = np.sort(da, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2e-3
+    assert clear.all()
+    np.testing.assert_array_equal(b.predict(Xt)[clear], a.predict(Xt)[clear])
 
 
 # -- memory: caching only when asked --------------------------------------------------------------
