@@ -6,6 +6,8 @@
 - :func:`eigh`: symmetric eigendecomposition with the same PSD check, eigenvalues below
   :func:`rank_tolerance` set to exactly 0.
 - :func:`cg_solve`: preconditioned conjugate gradients.
+- :func:`lanczos_eigsh`: the top eigenpairs of a symmetric operator given as a matrix-vector
+  product (a large kernel's top spectrum, a loss's top Hessian eigenvalues).
 - :class:`PSDSolver`: ``(K + ridge I)^+ B`` by Cholesky, falling back to the pseudo-inverse on
   the range for singular kernels, or by CG above :data:`CG_THRESHOLD` rows.
 - :func:`kernel_ridge`, :func:`centred_one_hot`: the ridge solve of the estimators and demo.
@@ -20,6 +22,7 @@ from ._cholesky import cho_solve as cho_solve
 from ._cholesky import cholesky as cholesky
 from ._eigh import eigh as eigh
 from ._eigh import rank_tolerance as rank_tolerance
+from ._lanczos import lanczos_eigsh as lanczos_eigsh
 from ._psd import CG_THRESHOLD as CG_THRESHOLD
 from ._psd import PSDSolver as PSDSolver
 from ._ridge import centred_one_hot as centred_one_hot
@@ -27,7 +30,8 @@ from ._ridge import kernel_ridge as kernel_ridge
 
 __all__ = [
     "cho_solve",
-    "cholesky", "eigh", "rank_tolerance", "cg_solve", "PSDSolver", "PivotedCholeskyPreconditioner",
+    "cholesky", "eigh", "rank_tolerance", "lanczos_eigsh", "cg_solve", "PSDSolver",
+    "PivotedCholeskyPreconditioner",
     "CG_THRESHOLD", "JitterWarning", "NotPSDError", "CGConvergenceWarning",
     "kernel_ridge", "centred_one_hot",
 ]
