@@ -51,6 +51,19 @@ def test_kernel_alignment_and_distance_against_the_definition():
     assert math.isclose(A.kernel_alignment(K1.numpy(), K2.float()), want, rel_tol=1e-6)
 
 
+def test_kernel_distance_keeps_its_precision_for_a_small_movement():
+    K1 = _gram(20, 5, 30)
+    E = _gram(20, 20, 31) - 20 * torch.eye(20, dtype=F64)
+    K2 = K1 + 2e-4 * E
+    a, b = K1.float(), K2.float()
+    want = A.kernel_distance(a.double(), b.double())  # the same float32 matrices, in float64
+    assert 1e-8 < want < 1e-7
+    # The difference form keeps float32's ~1e-7 relative precision on the entries of the
+    # normalised difference (~1e-3 relative here, entries 2e-4 of the kernel's); 1 - cos would
+    # be off by ~1e-7 absolute, as large as the distance itself.
+    assert math.isclose(A.kernel_distance(a, b), want, rel_tol=1e-2)
+
+
 def test_target_alignment_against_the_definition():
     K = _gram(10, 4, 2)
     y = _features(10, 1, 3)[:, 0]

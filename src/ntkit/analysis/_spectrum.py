@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -71,8 +72,10 @@ def spectrum(K, k: int | None = None, *, method: str = "auto",
     """
     K = flatten(as_kernel(K, "K"))
     n = K.shape[0]
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n):
-        raise ValueError(f"k must be None or an int in [1, N = {n}]; got {k!r}")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+            raise ValueError(f"k must be None or an int in [1, N = {n}]; got {k!r}")
+        k = int(k)
     if method not in ("auto", "eigh", "lanczos"):
         raise ValueError(f"method must be 'auto', 'eigh' or 'lanczos'; got {method!r}")
     if method == "lanczos" and k is None:
