@@ -90,7 +90,7 @@ def target_alignment(K, y) -> float:
 
 def centered_alignment(K1, K2) -> float:
     """Centred kernel alignment ``<K1c, K2c>_F / (||K1c||_F ||K2c||_F)``, ``Kc = H K H`` with
-    ``H = I - 1 1^T / N`` (Cortes, Mohri & Rostamizadeh, 2012, definition 3).
+    ``H = I - 1 1^T / N`` (Cortes, Mohri & Rostamizadeh, 2012).
 
     **Arguments:** ``K1``, ``K2`` of the same shape, ``(N, N)`` or ``(N, N, O, O)`` (centred
     over examples, ``H ⊗ I_O``).
@@ -130,7 +130,7 @@ def hsic(K, L, *, unbiased: bool = False) -> float:
     """Hilbert-Schmidt independence criterion of two kernels on the same ``N`` samples.
 
     - biased (Gretton et al., 2005): ``tr(K H L H) / (N - 1)^2``;
-    - ``unbiased=True`` (Song et al., 2012, eq. 5), ``N >= 4``: with ``K~``, ``L~`` the
+    - ``unbiased=True`` (Song et al., 2012), ``N >= 4``: with ``K~``, ``L~`` the
       kernels with zeroed diagonals,
       ``[tr(K~ L~) + 1^T K~ 1 1^T L~ 1 / ((N-1)(N-2)) - 2/(N-2) 1^T K~ L~ 1] / (N (N-3))``.
 
@@ -177,8 +177,8 @@ def cka(X, Y, *, kernel: str = "linear", sigma: float | None = None,
 
     - ``kernel="linear"``: ``K = X X^T``. When ``p, q <= N`` the Gram matrices are never
       formed: the biased form is ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` on
-      column-centred features (Kornblith et al., eq. 3 onwards), and the unbiased HSIC is
-      expanded into ``p x q`` products and row norms likewise (``O(N p q)``).
+      column-centred features (their identity ``<X X^T, Y Y^T>_F = ||Y^T X||_F^2``), and the
+      unbiased HSIC is expanded into ``p x q`` products and row norms likewise (``O(N p q)``).
     - ``kernel="rbf"``: ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))``; ``sigma=None`` takes
       ``0.8`` times the median distance between distinct examples, separately for ``X`` and
       ``Y`` (the largest of the fractions 0.2, 0.4, 0.8 in Kornblith et al.'s tables).
