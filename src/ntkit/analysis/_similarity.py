@@ -341,13 +341,17 @@ def _representation(X, name: str) -> Tensor:
 
 
 def _rbf(X: Tensor, sigma: float | None, name: str) -> Tensor:
-    sq = torch.cdist(X, X).square()
+    # The direct difference form: the matmul form loses close pairs to cancellation.
+    sq = torch.cdist(X, X, compute_mode="donot_use_mm_for_euclid_dist").square()
     if sigma is None:
         n = X.shape[0]
         if n < 2:
             raise ValueError(f"{name}: the median-distance bandwidth needs N >= 2 examples")
         i, j = torch.triu_indices(n, n, 1, device=X.device)
-        median = float(sq[i, j].median().sqrt())
+        d = sq[i, j].clamp_min(0).sqrt()
+        m = d.numel()
+        # The median of an even count is the mean of the middle two (as numpy.median).
+        median = 0.5 * float(d.kthvalue((m + 1) // 2).values + d.kthvalue(m // 2 + 1).values)
         if median == 0:
             raise ValueError(f"{name}: the median distance between examples is 0; pass sigma")
         sigma = 0.8 * median
