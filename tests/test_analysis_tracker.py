@@ -263,11 +263,24 @@ def test_to_frame_without_pandas_says_what_to_do(monkeypatch):
         tracker.to_frame()
 
 
-def test_kernels_are_kept_only_when_asked():
-    tracker = KernelTracker(_mlp(4, 0), _data(0, n=3)[0])
+def test_kernels_are_kept_only_when_asked_in_the_probes_dtype():
+    x = _data(0, n=3)[0]
+    tracker = KernelTracker(_mlp(4, 0), x)
     tracker.step(0)
     with pytest.raises(ValueError, match="keep_kernels=True"):
         tracker.kernels  # noqa: B018 - the property raises
+    model = _mlp(4, 0).float()
+    tracker = KernelTracker(model, x, keep_kernels=True)  # float64 probe, float32 model
+    tracker.step(0)
+    tracker.step(3)
+    (k0, k1), = [tracker.kernels]
+    assert k0.dtype == torch.float64 and k0.shape == (3, 3)
+    # the float64 kernel of the float32 parameters (cast exactly), against an explicit
+    # Jacobian product J J^T computed here
+    jac = torch.func.jacrev(lambda p: torch.func.functional_call(model, p, (x,)))(
+        {n: q.detach().double() for n, q in model.named_parameters()})
+    j = torch.cat([v.reshape(3, -1) for v in jac.values()], dim=1)
+    torch.testing.assert_close(k1, j @ j.T, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -60,7 +60,10 @@ class KernelTracker:
 
     - ``model``: the ``nn.Module`` being trained, mapping ``(N, *features)`` to ``(N, *out)``.
     - ``x_probe``: ``(N, *features)`` inputs (finite; or integer indices for a model that
-      takes them), fixed for the whole run; on the model's device.
+      takes them), fixed for the whole run; on the model's device. The kernels are computed
+      in its dtype: float64 probe inputs give float64 kernels of a float32 model, which
+      resolve the small distances (``~1e-4`` and below) of wide networks that float32
+      rounding (``~1e-7`` relative per entry) would blur.
     - ``y_probe``: ``(N,)`` or ``(N, O)`` targets of the probe inputs, or ``None``.
     - ``every``: record on steps that are multiples of this (``>= 1``), and on the first call.
     - ``strategy``, ``outputs``, ``batch_size``: passed to :func:`ntkit.empirical_ntk`;
