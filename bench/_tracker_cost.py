@@ -9,9 +9,8 @@ each is a warm-up (and gives the tracker its initial kernel); then ``repeats`` r
 timing one ``empirical_ntk`` and one ``tracker.step`` back to back (interleaved, so that a
 change in the machine's load hits both), and the medians are compared (the ratio of the
 fastest of each is printed too: on a busy machine it is the steadier of the two). The eNTK is
-the anchor,
-measured in the same run; the 4096 x 4096 float32 matmul is printed as the machine's
-yardstick. Imported by ``bench/analysis.py``; run alone as
+the anchor, measured in the same run; the 4096 x 4096 float32 matmul is printed as the
+machine's yardstick. Imported by ``bench/analysis.py``; run alone as
 
     python bench/_tracker_cost.py [--n 64,256] [--models MLP,CNN] [--repeats 5]
 """
