@@ -22,10 +22,12 @@ from ._spectrum import condition_number as condition_number
 from ._spectrum import effective_rank as effective_rank
 from ._spectrum import spectrum as spectrum
 from ._spectrum import trace_norm as trace_norm
+from ._tracker import KernelTracker as KernelTracker
 
 __all__: list[str] = [
     "Spectrum", "spectrum", "condition_number", "effective_rank", "trace_norm",
     "kernel_alignment", "kernel_distance", "target_alignment", "centered_alignment",
     "centered_target_alignment", "hsic", "cka", "cka_from_kernels",
     "power_law_exponent", "plot_spectrum",
+    "KernelTracker",
 ]
