@@ -16,7 +16,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet --no-deps "mup==1.0.0"
+	$(PY) -m pip install --quiet --no-deps "mup==1.0.0" "bmdal-reg==3.0.2"
 	touch $(STAMP)
 
 demo: $(STAMP)
