@@ -177,7 +177,7 @@ def test_digits_ntk_learning_curve_matches_kernel_regression():
     (lambda lam, v: learning_curve(lam, v, [10, math.nan]), "ns must be finite"),
     (lambda lam, v: eigenlearning(lam, v, math.inf), "n must be finite"),
     (lambda lam, v: eigensystem(torch.ones(3, 4, dtype=torch.float64), v[:3]), "square"),
-    (lambda lam, v: eigensystem(torch.eye(3, dtype=torch.float64), v[:4]), "same P"),
+    (lambda lam, v: eigensystem(torch.eye(3, dtype=torch.float64), v[:4]), "same P as k_pool"),
     (lambda lam, v: eigensystem(-torch.eye(3, dtype=torch.float64), v[:3]),
      "not positive semi-definite"),
     (lambda lam, v: eigensystem(torch.eye(3, dtype=torch.float64),

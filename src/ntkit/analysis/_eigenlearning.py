@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from .._checks import all_finite, real_number
-from ..solve import eigh
+from ._checks import as_kernel
+from ._spectrum import spectrum
 
 __all__ = ["Eigensystem", "EigenlearningPrediction", "LearningCurve", "eigenlearning",
            "eigensystem", "learning_curve"]
@@ -261,7 +262,8 @@ def eigensystem(k_pool, y_pool) -> Eigensystem:
     ``sum_i v_i^2 = mean_j y_j^2``. Training sets drawn from the pool and the test error
     averaged over the pool are then what :func:`eigenlearning` predicts; for a continuous
     distribution, a pool several times larger than the largest ``n`` approximates it.
-    Computed in float64 by :func:`ntkit.solve.eigh` (round-off eigenvalues set to 0).
+    Computed in float64 by :func:`~ntkit.analysis.spectrum` (all eigenpairs; round-off
+    eigenvalues set to 0).
 
     **Arguments:** ``k_pool`` ``(P, P)`` symmetric PSD kernel of the pool; ``y_pool`` ``(P,)``
     or ``(P, O)`` the target on the pool (without label noise).
@@ -278,18 +280,16 @@ def eigensystem(k_pool, y_pool) -> Eigensystem:
         >>> int((lam > 0).sum())  # a linear kernel in 3 dimensions has rank 3
         3
     """
-    k = _as_float_tensor(k_pool, "k_pool").to(torch.float64)
+    k = as_kernel(k_pool, "k_pool", multi_output=False).to(torch.float64)
     y = _as_float_tensor(y_pool, "y_pool").to(torch.float64)
-    if k.ndim != 2 or y.ndim not in (1, 2) or y.shape[0] != k.shape[0]:
-        raise ValueError(
-            f"k_pool must be (P, P) and y_pool (P,) or (P, O) with the same P; got shapes "
-            f"{tuple(k.shape)} and {tuple(y.shape)}")
+    if y.ndim not in (1, 2) or y.shape[0] != k.shape[0]:
+        raise ValueError(f"y_pool must have shape (P,) or (P, O) with the same P as k_pool "
+                         f"(P = {k.shape[0]}); got shape {tuple(y.shape)}")
     if not all_finite(y):
         raise ValueError("y_pool contains NaN or infinite values")
-    # TODO(analysis-core): use ntkit.analysis.spectrum once it lands, if it returns the same.
-    evals, evecs = eigh(k, name="k_pool")
+    evals, evecs = spectrum(k, method="eigh")
     p = k.shape[0]
-    return Eigensystem(evals.flip(0) / p, evecs.flip(1).T @ y / math.sqrt(p))
+    return Eigensystem(evals / p, evecs.T @ y / math.sqrt(p))
 
 
 def as_grid(values, name: str) -> list[float]:
