@@ -79,6 +79,7 @@ def test_example_pages_show_their_printed_results(site):
         "plot_empirical_ntk_user_model": r"structured: relative difference to the Jacobian "
                                          r"product \d\.\de-1[3-6]",
         "plot_uci_estimators": r"NTK: best \{.*\}, cross-validated accuracy 0\.\d+",
+        "plot_learning_curve_from_ntk": r"n = +\d+: predicted \d\.\d+, measured \d\.\d+",
     }
     assert set(printed) == set(EXAMPLES), "a new example needs its expected output here"
     for name, pattern in printed.items():

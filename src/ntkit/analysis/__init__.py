@@ -7,8 +7,20 @@ Every function takes plain tensors (a kernel matrix, eigenvalues, features) or a
 module-level state.
 """
 
+from ._eigenlearning import EigenlearningPrediction as EigenlearningPrediction
+from ._eigenlearning import Eigensystem as Eigensystem
+from ._eigenlearning import LearningCurve as LearningCurve
+from ._eigenlearning import eigenlearning as eigenlearning
+from ._eigenlearning import eigensystem as eigensystem
+from ._eigenlearning import learning_curve as learning_curve
+from ._learning_plots import plot_learning_curve as plot_learning_curve
 from ._plots import plot_spectrum as plot_spectrum
 from ._plots import power_law_exponent as power_law_exponent
+from ._rf_risk import RFRiskCurve as RFRiskCurve
+from ._rf_risk import RFRiskPrediction as RFRiskPrediction
+from ._rf_risk import optimal_ridge as optimal_ridge
+from ._rf_risk import rf_learning_curve as rf_learning_curve
+from ._rf_risk import rf_risk as rf_risk
 from ._similarity import centered_alignment as centered_alignment
 from ._similarity import centered_target_alignment as centered_target_alignment
 from ._similarity import cka as cka
@@ -30,4 +42,7 @@ __all__: list[str] = [
     "centered_target_alignment", "hsic", "cka", "cka_from_kernels",
     "power_law_exponent", "plot_spectrum",
     "KernelTracker",
+    "eigenlearning", "learning_curve", "eigensystem", "Eigensystem", "EigenlearningPrediction",
+    "LearningCurve", "rf_risk", "rf_learning_curve", "optimal_ridge", "RFRiskPrediction",
+    "RFRiskCurve", "plot_learning_curve",
 ]
