@@ -144,7 +144,9 @@ def score(model: nn.Module | Callable[[int], nn.Module], x, y=None, *, metric: s
                      for b in batches]
         values.append(float(np.mean(per_batch)))
     arr = np.asarray(values)
-    return Score(metric, float(arr.mean()), float(arr.std()) if len(arr) > 1 else 0.0,
+    with np.errstate(invalid="ignore"):  # -inf scores (a singular kernel) give a NaN spread
+        std = float(arr.std()) if len(arr) > 1 else 0.0
+    return Score(metric, float(arr.mean()), std,
                  tuple(values), None if seeds is None else tuple(seed_list),
                  time.perf_counter() - start)
 
