@@ -214,7 +214,7 @@ def _calibrate_batchnorm(net: nn.Module, xb: Tensor) -> None:
         net.train()
         with torch.no_grad():
             net(xb)
-        for m, momentum in zip(norms, saved):
+        for m, momentum in zip(norms, saved, strict=True):
             m.momentum = momentum
     net.eval()
 
