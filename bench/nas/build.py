@@ -107,8 +107,8 @@ def build_table(out: Path, *, limit: int | None = None, epochs: int = EPOCHS,
             accs = [train_accuracy(spec, s, data, epochs=epochs) for s in SEEDS]
             seconds = time.perf_counter() - t
             params = sum(p.numel() for p in build(spec, seed=0).parameters())
-            writer.writerow({"spec": key(spec), **spec, "params": params,
-                             **{f"acc_seed{s}": f"{a:.2f}" for s, a in zip(SEEDS, accs, strict=True)},
+            per_seed = {f"acc_seed{s}": f"{a:.2f}" for s, a in zip(SEEDS, accs, strict=True)}
+            writer.writerow({"spec": key(spec), **spec, "params": params, **per_seed,
                              "acc_mean": f"{np.mean(accs):.3f}", "seconds": f"{seconds:.2f}",
                              "n_train": n_train, "epochs": epochs})
             f.flush()
