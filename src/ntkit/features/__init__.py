@@ -7,6 +7,11 @@ Each feature map is a ``torch.nn.Module`` and a scikit-learn transformer (``fit`
 in its conventions.
 """
 
+from ._arccos import ArcCosineFeatures as ArcCosineFeatures
+from ._arccos import NNGPFeatures as NNGPFeatures
+from ._arccos import arc_cosine_kernel as arc_cosine_kernel
 from ._base import RandomFeatureMap as RandomFeatureMap
+from ._ntk_features import NTKFeatures as NTKFeatures
 
-__all__ = ["RandomFeatureMap"]
+__all__ = ["RandomFeatureMap", "ArcCosineFeatures", "NNGPFeatures", "NTKFeatures",
+           "arc_cosine_kernel"]

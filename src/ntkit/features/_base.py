@@ -117,8 +117,10 @@ class RandomFeatureMap(TransformerMixin, BaseEstimator, nn.Module):
         d = int(x.shape[1])
         self.n_features_in_ = d
         self._check_hyper(d)
+        self._buffers.clear()  # a refit with fewer layers leaves none of the old ones behind
         for name, value in self._draw(d, torch_generator(self.random_state)).items():
-            self.register_buffer(name + "_", value.to(dtype=dtype, device=device))
+            cast = dtype if value.is_floating_point() else value.dtype  # indices stay ints
+            self.register_buffer(name + "_", value.to(dtype=cast, device=device))
         return self
 
     def transform(self, X):
@@ -142,8 +144,10 @@ class RandomFeatureMap(TransformerMixin, BaseEstimator, nn.Module):
         return self._features(self._check_tensor(x, reset=False))
 
     def _buffer(self, name: str, like: Tensor) -> Tensor:
-        """The fitted tensor ``name`` in ``like``'s dtype and device."""
-        return getattr(self, name).to(dtype=like.dtype, device=like.device)
+        """The fitted tensor ``name`` in ``like``'s dtype (if floating) and device."""
+        value = getattr(self, name)
+        cast = like.dtype if value.is_floating_point() else value.dtype
+        return value.to(dtype=cast, device=like.device)
 
     def _check_tensor(self, x: Tensor, *, reset: bool) -> Tensor:
         if not x.is_floating_point():
