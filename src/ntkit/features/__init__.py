@@ -12,6 +12,8 @@ from ._arccos import NNGPFeatures as NNGPFeatures
 from ._arccos import arc_cosine_kernel as arc_cosine_kernel
 from ._base import RandomFeatureMap as RandomFeatureMap
 from ._ntk_features import NTKFeatures as NTKFeatures
+from ._ntk_sketch import NTKSketch as NTKSketch
+from ._ntk_sketch import ntk_polynomial as ntk_polynomial
 
 __all__ = ["RandomFeatureMap", "ArcCosineFeatures", "NNGPFeatures", "NTKFeatures",
-           "arc_cosine_kernel"]
+           "NTKSketch", "arc_cosine_kernel", "ntk_polynomial"]
