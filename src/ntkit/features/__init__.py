@@ -7,4 +7,13 @@ Each feature map is a ``torch.nn.Module`` and a scikit-learn transformer (``fit`
 in its conventions.
 """
 
-__all__: list[str] = []
+from ._arccos import ArcCosineFeatures as ArcCosineFeatures
+from ._arccos import NNGPFeatures as NNGPFeatures
+from ._arccos import arc_cosine_kernel as arc_cosine_kernel
+from ._base import RandomFeatureMap as RandomFeatureMap
+from ._ntk_features import NTKFeatures as NTKFeatures
+from ._ntk_sketch import NTKSketch as NTKSketch
+from ._ntk_sketch import ntk_polynomial as ntk_polynomial
+
+__all__ = ["RandomFeatureMap", "ArcCosineFeatures", "NNGPFeatures", "NTKFeatures",
+           "NTKSketch", "arc_cosine_kernel", "ntk_polynomial"]

@@ -1,0 +1,38 @@
+"""Benchmark of ``ntkit.features``: one section per family of approximations, each printing its
+own table with the anchor (the exact computation) measured in the same run.
+
+Sections (each a function in its own module ``bench/_features_*.py``):
+
+- ``random_features`` (``_features_rf.py``): arc-cosine, NNGP and NTK random features and the
+  NTK sketch: error against the exact kernel as ``m`` grows, fitted slope, transform time
+  against the exact kernel's.
+
+Run with nothing else busy:
+
+    python bench/features.py [--quick] [--repeats 3] [--draws 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from _common import matmul_seconds
+from _features_rf import random_features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="timings: median of this many")
+    parser.add_argument("--draws", type=int, default=2, help="independent maps per error")
+    args = parser.parse_args()
+    matmul = matmul_seconds(torch.float64)
+    print(f"yardstick: 4096 x 4096 float64 matmul {matmul:.3f} s "
+          f"({2 * 4096**3 / matmul / 1e9:.0f} GFLOP/s), torch threads {torch.get_num_threads()}")
+    random_features(quick=args.quick, repeats=args.repeats, draws=args.draws)
+
+
+if __name__ == "__main__":
+    main()
