@@ -7,4 +7,18 @@ Each feature map is a ``torch.nn.Module`` and a scikit-learn transformer (``fit`
 in its conventions.
 """
 
-__all__: list[str] = []
+from ._favor import FAVORFeatures as FAVORFeatures
+from ._favor import gaussian_projection as gaussian_projection
+from ._favor import positive_random_features as positive_random_features
+from ._linear_attention import LinearAttention as LinearAttention
+from ._linear_attention import linear_attention as linear_attention
+from ._snnk import URF_FUNCTIONS as URF_FUNCTIONS
+from ._snnk import SNNKFeatures as SNNKFeatures
+from ._snnk import SNNKLayer as SNNKLayer
+from ._snnk import UniversalRandomFeatures as UniversalRandomFeatures
+
+__all__ = [
+    "FAVORFeatures", "gaussian_projection", "positive_random_features",
+    "LinearAttention", "linear_attention",
+    "URF_FUNCTIONS", "SNNKFeatures", "SNNKLayer", "UniversalRandomFeatures",
+]
