@@ -7,6 +7,8 @@ Each feature map is a ``torch.nn.Module`` and a scikit-learn transformer (``fit`
 in its conventions.
 """
 
+from ._base import RandomFeatureMap as RandomFeatureMap
+
 from ._favor import FAVORFeatures as FAVORFeatures
 from ._favor import gaussian_projection as gaussian_projection
 from ._favor import positive_random_features as positive_random_features
@@ -18,6 +20,8 @@ from ._snnk import SNNKLayer as SNNKLayer
 from ._snnk import UniversalRandomFeatures as UniversalRandomFeatures
 
 __all__ = [
+    "RandomFeatureMap",
+    # features-snnk: FAVOR+, SNNK / URF, linear attention
     "FAVORFeatures", "gaussian_projection", "positive_random_features",
     "LinearAttention", "linear_attention",
     "URF_FUNCTIONS", "SNNKFeatures", "SNNKLayer", "UniversalRandomFeatures",
