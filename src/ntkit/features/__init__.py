@@ -8,7 +8,6 @@ in its conventions.
 """
 
 from ._base import RandomFeatureMap as RandomFeatureMap
-
 from ._favor import FAVORFeatures as FAVORFeatures
 from ._favor import gaussian_projection as gaussian_projection
 from ._favor import positive_random_features as positive_random_features

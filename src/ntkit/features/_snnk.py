@@ -28,7 +28,8 @@ import torch
 from sklearn.utils._param_validation import Interval
 from torch import Tensor, nn
 
-from ..layers import Activation, activation as named_activation
+from ..layers import Activation
+from ..layers import activation as named_activation
 from ._base import RandomFeatureMap
 from ._favor import gaussian_projection, positive_random_features
 
