@@ -6,6 +6,9 @@ Sections (each a function in its own module ``bench/_features_*.py``):
 - ``random_features`` (``_features_rf.py``): arc-cosine, NNGP and NTK random features and the
   NTK sketch: error against the exact kernel as ``m`` grows, fitted slope, transform time
   against the exact kernel's.
+- ``attention_table``, ``snnk_table`` (``_features_attention.py``): ``LinearAttention`` against
+  softmax attention (``F.scaled_dot_product_attention``) from 1k to 64k tokens, and the error of
+  SNNK / FAVOR+ / linear attention as ``m`` grows.
 
 Run with nothing else busy:
 
@@ -19,6 +22,7 @@ import argparse
 import torch
 
 from _common import matmul_seconds
+from _features_attention import attention_table, snnk_table
 from _features_rf import random_features
 
 
@@ -32,6 +36,9 @@ def main() -> None:
     print(f"yardstick: 4096 x 4096 float64 matmul {matmul:.3f} s "
           f"({2 * 4096**3 / matmul / 1e9:.0f} GFLOP/s), torch threads {torch.get_num_threads()}")
     random_features(quick=args.quick, repeats=args.repeats, draws=args.draws)
+    attention_table([1024 * 2**i for i in range(3)] if args.quick else None,
+                    repeats=1 if args.quick else args.repeats)
+    snnk_table([64, 256, 1024] if args.quick else None)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,26 @@ from ._arccos import ArcCosineFeatures as ArcCosineFeatures
 from ._arccos import NNGPFeatures as NNGPFeatures
 from ._arccos import arc_cosine_kernel as arc_cosine_kernel
 from ._base import RandomFeatureMap as RandomFeatureMap
+from ._favor import FAVORFeatures as FAVORFeatures
+from ._favor import gaussian_projection as gaussian_projection
+from ._favor import positive_random_features as positive_random_features
+from ._linear_attention import LinearAttention as LinearAttention
+from ._linear_attention import linear_attention as linear_attention
 from ._ntk_features import NTKFeatures as NTKFeatures
 from ._ntk_sketch import NTKSketch as NTKSketch
 from ._ntk_sketch import ntk_polynomial as ntk_polynomial
+from ._snnk import URF_FUNCTIONS as URF_FUNCTIONS
+from ._snnk import SNNKFeatures as SNNKFeatures
+from ._snnk import SNNKLayer as SNNKLayer
+from ._snnk import UniversalRandomFeatures as UniversalRandomFeatures
 
-__all__ = ["RandomFeatureMap", "ArcCosineFeatures", "NNGPFeatures", "NTKFeatures",
-           "NTKSketch", "arc_cosine_kernel", "ntk_polynomial"]
+__all__ = [
+    "RandomFeatureMap",
+    # NN-kernel random features and sketches
+    "ArcCosineFeatures", "NNGPFeatures", "NTKFeatures", "NTKSketch", "arc_cosine_kernel",
+    "ntk_polynomial",
+    # FAVOR+, SNNK / URF, linear attention
+    "FAVORFeatures", "gaussian_projection", "positive_random_features",
+    "LinearAttention", "linear_attention",
+    "URF_FUNCTIONS", "SNNKFeatures", "SNNKLayer", "UniversalRandomFeatures",
+]
