@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ntkit.apps.active import select
+from ntkit.apps.active import loop, plot_curves, select
 from ntkit.solve import JitterWarning
 
 
@@ -235,3 +235,40 @@ def test_bad_inputs():
         select(torch.ones(5, 2, dtype=torch.int64), 2, method="maxdet")
     with pytest.raises(ValueError, match="empty"):
         select(torch.ones(0, 2), 1, method="maxdet")
+
+
+def _least_squares(a, b):
+    w = torch.linalg.lstsq(a, b[:, None]).solution
+    return lambda z: (z @ w)[:, 0]
+
+
+def test_loop_reaches_the_noise_floor_of_a_linear_teacher(tmp_path):
+    # y = x . w + noise (sd 0.1), least squares on the labels: once the labeled set spans
+    # the 5 features, the test RMSE is the noise sd up to the estimation error,
+    # sd * sqrt(1 + p / (m - p)) ~ 0.1 * 1.1 at m = 38 labels; 0.15 leaves room for the draw.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 5, generator=g, dtype=torch.float64)
+    y = x @ torch.arange(1.0, 6.0, dtype=torch.float64) + 0.1 * torch.randn(
+        500, generator=g, dtype=torch.float64)
+    curves = {}
+    for method in ("random", "coding_rate", "lcmd"):
+        c = loop(_least_squares, x[:400], y[:400], rounds=3, batch=12, method=method,
+                 test=(x[400:], y[400:]), initial=2, generator=g)
+        assert c.n_labeled == (2, 14, 26, 38)
+        assert len(set(c.labeled)) == 38 and c.method == method
+        assert c.rmse[0] > 1.0 > 0.15 > c.rmse[-1] > 0.05  # 2 labels < 5 features: bad fit
+        curves[method] = [c]
+    pytest.importorskip("matplotlib")
+    plot_curves(curves).savefig(tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_loop_bad_input():
+    x = _pool(20, 3)
+    with pytest.raises(ValueError, match="one label per pool point"):
+        loop(_least_squares, x, x[:10, 0], rounds=1, batch=2, method="random", test=(x, x[:, 0]))
+    with pytest.raises(ValueError, match="exceed the pool of 20"):
+        loop(_least_squares, x, x[:, 0], rounds=5, batch=4, method="random", test=(x, x[:, 0]))
+    with pytest.raises(ValueError, match="test labels"):
+        loop(_least_squares, x, x[:, 0], rounds=1, batch=2, method="random",
+             test=(x, x[:3, 0]))
