@@ -27,11 +27,16 @@ per call, never ``P^2``)."""
 class PoolKernel:
     """The kernel of a pool of ``n`` points, read by columns.
 
-    ``diag`` ``(n,)`` holds ``k(x_i, x_i)``; ``column(j)`` returns ``k(X, x_j)`` ``(n,)``.
+    ``diag`` ``(n,)`` holds ``k(x_i, x_i)``; ``columns(idx)`` returns ``k(X, X[idx])``
+    ``(n, len(idx))``.
     """
 
     diag: Tensor
-    column: Callable[[int], Tensor]
+    columns: Callable[[Tensor], Tensor]
+
+    def column(self, j: int) -> Tensor:
+        """``k(X, x_j)`` ``(n,)``."""
+        return self.columns(torch.tensor([j], device=self.diag.device))[:, 0]
 
     @property
     def n(self) -> int:
@@ -77,6 +82,8 @@ def pool_kernel(kernel_or_features, *, pool=None, gram: bool | None = None,
         >>> pk = pool_kernel(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]))
         >>> pk.diag.tolist(), pk.column(1).tolist(), pk.sq_dists(0).tolist()
         ([1.0, 2.0, 4.0], [1.0, 2.0, 2.0], [0.0, 1.0, 5.0])
+        >>> pk.columns(torch.tensor([0, 2])).shape
+        torch.Size([3, 2])
     """
     if callable(kernel_or_features) and not isinstance(kernel_or_features, (Tensor, np.ndarray)):
         if pool is None:
@@ -93,8 +100,8 @@ def pool_kernel(kernel_or_features, *, pool=None, gram: bool | None = None,
         if not square:
             raise ValueError(f"{name} with gram=True must be a (P, P) kernel matrix; got shape "
                              f"{tuple(x.shape)}")
-        return PoolKernel(diag=x.diagonal().clone(), column=lambda j: x[:, j])
-    return PoolKernel(diag=(x * x).sum(1), column=lambda j: x @ x[j])
+        return PoolKernel(diag=x.diagonal().clone(), columns=lambda idx: x[:, idx])
+    return PoolKernel(diag=(x * x).sum(1), columns=lambda idx: x @ x[idx].T)
 
 
 def _pool_inputs(pool) -> Tensor:
@@ -119,4 +126,4 @@ def _callable_kernel(k, x: Tensor, name: str) -> PoolKernel:
                       for i in range(0, x.shape[0], DIAG_CHUNK)])
     if not all_finite(diag):
         raise ValueError(f"{name} returned NaN or infinite values on the pool")
-    return PoolKernel(diag=diag, column=lambda j: block(x, x[j:j + 1])[:, 0])
+    return PoolKernel(diag=diag, columns=lambda idx: block(x, x[idx]))

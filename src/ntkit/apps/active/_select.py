@@ -25,12 +25,15 @@ import torch
 from torch import Tensor
 
 from ..._checks import positive_int, real_number
-from ...solve import JitterWarning
+from ...solve import JitterWarning, cholesky
 from ._pool import PoolKernel, pool_kernel
 
 __all__ = ["METHODS", "SIGMA2_RELATIVE", "select"]
 
 METHODS = ("random", "maxvar", "coding_rate", "maxdet", "kmeanspp", "lcmd")
+
+LABELED_BLOCK = 256
+"""Labeled points whose kernel columns are read at once (``P x 256`` entries at most)."""
 
 SIGMA2_RELATIVE = 1e-2
 """Default noise variance ``sigma2``, relative to the mean kernel diagonal over all rows:
@@ -106,8 +109,7 @@ def select(kernel_or_features, n: int, *, method: str, labeled=None,
         return free[order[:n]]
     if method == "maxvar":
         chol = _GreedyCholesky(pk, len(lab), noise=sigma2)
-        for j in lab:
-            chol.add(j)
+        chol.condition(lab)
         return torch.topk(chol.var.clamp(min=0).masked_fill(is_labeled, -math.inf), n).indices
     if method in ("coding_rate", "maxdet"):
         return _greedy_logdet(pk, lab, is_labeled, n, 0.0 if method == "maxdet" else sigma2)
@@ -147,6 +149,22 @@ class _GreedyCholesky:
         top = float(pk.diag.abs().max())
         self.jitter = pk.n * torch.finfo(pk.diag.dtype).eps * (top if top > 0 else 1.0)
 
+    def condition(self, idx: list[int]) -> None:
+        """Make the rows ``idx`` the first pivots at once (the labeled set): one block of
+        kernel columns and one small Cholesky, ``L[:, :m] = K[:, idx] chol(K_idx,idx +
+        noise I)^{-T}``, instead of ``m`` rank-one steps."""
+        if not idx:
+            return
+        if self.k:
+            raise RuntimeError("condition() must come before add()")
+        t = torch.tensor(idx, device=self.l.device)
+        cols = self.pk.columns(t).to(self.l.dtype)
+        chol, _ = cholesky(cols[t], diag_reg=self.noise, name="the labeled points' kernel")
+        m = len(idx)
+        self.l[:, :m] = torch.linalg.solve_triangular(chol, cols.T, upper=False).T
+        self.var -= (self.l[:, :m] ** 2).sum(1)
+        self.k = m
+
     def add(self, j: int) -> float:
         """Make ``j`` the next pivot; returns its Schur complement ``d_j`` (``log d_j`` is the
         log-det increment)."""
@@ -173,8 +191,7 @@ class _GreedyCholesky:
 
 def _greedy_logdet(pk, lab, is_labeled, n, noise) -> Tensor:
     chol = _GreedyCholesky(pk, len(lab) + n, noise=noise)
-    for j in lab:
-        chol.add(j)
+    chol.condition(lab)
     taken = is_labeled.clone()
     picks = []
     for _ in range(n):
@@ -190,8 +207,8 @@ def _kmeanspp(pk, lab, is_labeled, n, generator) -> Tensor:
     # generator as bmdal-reg's ``torch.multinomial`` over its pool does.
     free = torch.nonzero(~is_labeled).flatten()
     min_sq = torch.full((free.shape[0],), math.inf, dtype=pk.diag.dtype)
-    for j in lab:
-        min_sq = torch.minimum(min_sq, pk.sq_dists(j)[free])
+    if lab:
+        min_sq = _nearest_labeled(pk, lab, free)[0]
     picks = []
     for t in range(n):
         if t == 0 and not lab:
@@ -226,8 +243,10 @@ def _lcmd(pk, lab, is_labeled, n) -> Tensor:
         cluster[closer] = centres
         min_sq[closer] = d[closer]
 
-    for j in lab:
-        add(j)
+    if lab:
+        min_sq, nearest = _nearest_labeled(pk, lab, free)
+        cluster = nearest + 1
+        centres = len(lab)
     picks = []
     for _ in range(n):
         if centres == 0:
@@ -243,3 +262,19 @@ def _lcmd(pk, lab, is_labeled, n) -> Tensor:
         picks.append(i)
         add(int(free[i]))
     return free[torch.tensor(picks, dtype=torch.int64)]
+
+
+def _nearest_labeled(pk: PoolKernel, lab: list[int], free: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared distance of each candidate to its nearest labeled point ``(F,)`` and that
+    point's position in ``lab`` ``(F,)`` (the first one on ties, as adding the labeled points
+    one by one with a strict ``<`` would), in blocks of kernel columns."""
+    best = torch.full((free.shape[0],), math.inf, dtype=pk.diag.dtype)
+    arg = torch.zeros(free.shape[0], dtype=torch.int64)
+    for start in range(0, len(lab), LABELED_BLOCK):
+        idx = torch.tensor(lab[start:start + LABELED_BLOCK], device=pk.diag.device)
+        d = (pk.diag[:, None] + pk.diag[idx][None, :] - 2 * pk.columns(idx))[free]
+        dmin, darg = d.min(1)
+        closer = dmin < best
+        best = torch.where(closer, dmin, best)
+        arg = torch.where(closer, darg + start, arg)
+    return best, arg
