@@ -187,6 +187,9 @@ def test_duplicate_points_jitter_with_a_warning():
     with pytest.warns(JitterWarning, match="duplicate"):
         out = select(x, 6, method="maxdet")
     assert len(set(out.tolist())) == 6
+    with pytest.warns(JitterWarning, match="labeled points"):  # x[0] == x[20], both labeled
+        out = select(x, 2, method="maxdet", labeled=[0, 20])
+    assert 0 not in out.tolist() and 20 not in out.tolist()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # noise > 0: no jitter needed
         assert len(set(select(x, 6, method="coding_rate").tolist())) == 6
