@@ -101,8 +101,8 @@ def pool_kernel(kernel_or_features, *, pool=None, gram: bool | None = None,
             raise ValueError(f"{name} with gram=True must be a (P, P) kernel matrix; got shape "
                              f"{tuple(x.shape)}")
         return PoolKernel(diag=x.diagonal().clone(), columns=lambda idx: x[:, idx])
-    # A norm reduction, not (x * x).sum(1): no (P, p) temporary.
-    diag = torch.linalg.vector_norm(x, dim=1).square()
+    # A batch of row dot products, not (x * x).sum(1): no (P, p) temporary.
+    diag = (x[:, None, :] @ x[:, :, None]).reshape(-1)
     return PoolKernel(diag=diag, columns=lambda idx: x @ x[idx].T)
 
 
