@@ -126,6 +126,22 @@ def mlp(d: int, seed: int) -> torch.nn.Sequential:
                                torch.nn.ReLU(), torch.nn.Linear(64, 1))
 
 
+class Fitted:
+    """A trained MLP as ``loop`` wants it: called on inputs it predicts; ``features`` gives
+    its last-layer (penultimate) activations."""
+
+    def __init__(self, net: torch.nn.Sequential):
+        self.net = net.eval()
+
+    @torch.no_grad()
+    def __call__(self, x):
+        return self.net(x)[:, 0]
+
+    @torch.no_grad()
+    def features(self, x):
+        return self.net[:-1](x)
+
+
 def factory(seed: int, steps: int):
     def fit(x, y):
         net = mlp(x.shape[1], seed)
@@ -135,14 +151,12 @@ def factory(seed: int, steps: int):
             loss = (net(x)[:, 0] - y).pow(2).mean()
             loss.backward()
             opt.step()
-        net.eval()
-        return lambda z: net(z)[:, 0].detach()
+        return Fitted(net)
     return fit
 
 
-def last_layer(model, x):
-    net = model.__closure__[0].cell_contents  # the trained net inside fit's predictor
-    return net[:-1](x).detach()
+def last_layer(model: Fitted, x):
+    return model.features(x)
 
 
 def tasks(seed: int = 0) -> dict:
