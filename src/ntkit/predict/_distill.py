@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .._checks import real_number
 from ..solve import eigh
-from ._inputs import kernel_and_targets, test_kernel
+from ._inputs import as_tensor, kernel_and_targets, test_kernel
 
 __all__ = ["SelfDistillation", "optimal_alpha", "self_distill"]
 
@@ -204,9 +204,7 @@ def optimal_alpha(k_train_train, y_train, steps: int, *, ridge: float, y_ref,
     s, inv = _inverse_filter(evals, ridge)
     basis = evecs if k_ref_train is None else test_kernel(k_ref_train, k, "k_ref_train") @ evecs
     scale = s if k_ref_train is None else inv  # on the reference inputs, per eigen-direction
-    ref = torch.as_tensor(y_ref).to(k.dtype)
-    if not bool(torch.isfinite(ref).all()):
-        raise ValueError("y_ref contains NaN or infinite values")
+    ref = as_tensor(y_ref, "y_ref", k.dtype).to(k.device)
     want = (basis.shape[0],) + tuple(y.shape[1:])
     if ref.shape != want:
         raise ValueError(f"y_ref must have shape {want} (one target per reference input); got "
@@ -223,4 +221,4 @@ def optimal_alpha(k_train_train, y_train, steps: int, *, ridge: float, y_ref,
         a = min(max(a, 0.0), 1.0) if math.isfinite(a) else 1.0
         out.append(a)
         u = a + (1 - a) * s * u
-    return torch.tensor(out, dtype=k.dtype)
+    return torch.tensor(out, dtype=k.dtype, device=k.device)

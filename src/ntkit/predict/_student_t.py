@@ -78,7 +78,7 @@ def _gaussians(num: int, mean: Tensor, cov: Tensor, sigma2: Tensor,
     m = mean.shape[0]
     cols = 1 if mean.ndim == 1 else mean.shape[1]
     z = torch.randn(num, m, cols, generator=generator, dtype=mean.dtype).to(mean.device)
-    draws = (chol @ z) * sigma2.sqrt()[:, None, None]
+    draws = (chol @ z) * sigma2.to(mean.device).sqrt()[:, None, None]
     return mean + (draws[..., 0] if mean.ndim == 1 else draws)
 
 
@@ -110,7 +110,7 @@ class StudentT:
         nu = self.df
         out = (math.lgamma((nu + p) / 2) - math.lgamma(nu / 2) - p / 2 * math.log(nu * math.pi)
                - r.shape[1] / 2 * logdet - (nu + p) / 2 * math.log1p(quad / nu))
-        return torch.tensor(out, dtype=self.mean.dtype)
+        return torch.tensor(out, dtype=self.mean.dtype, device=self.mean.device)
 
     def marginal_log_prob(self, y_test) -> Tensor:
         """Log-density of each entry of ``y_test`` under its univariate marginal (a Student-t
