@@ -63,6 +63,10 @@ def test_infinite_step_limit_is_ridge_over_alpha(problem):
     # Theorem: one kernel ridge fit with the ridge amplified by 1 / alpha.
     coef = PSDSolver(k, diag_reg=RIDGE / alpha).solve(y)
     torch.testing.assert_close(out.limit_test, kt @ coef, rtol=0, atol=1e-8)
+    # The limit does not depend on how many steps were asked for (none, here).
+    none = self_distill(k, y, 0, alpha=alpha, ridge=RIDGE, k_test_train=kt)
+    assert none.train.shape == (1, 24, 2)
+    torch.testing.assert_close(none.limit_test, out.limit_test, rtol=0, atol=1e-12)
 
 
 def test_alpha_one_is_plain_kernel_ridge_and_alpha_zero_collapses(problem):

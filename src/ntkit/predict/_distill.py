@@ -41,8 +41,8 @@ class SelfDistillation:
     and ``limit_filter`` ``(n,)`` the spectral filters ``s u_t`` (``f_t(X) = V diag(filter)
     V^T y``); ``train`` ``(steps + 1, n[, c])`` and ``limit_train`` ``(n[, c])`` the fits on the
     training inputs; ``test`` ``(steps + 1, m[, c])`` and ``limit_test`` on the test inputs
-    (``None`` without ``k_test_train``). The limit is that of repeating ``alpha[-1]``
-    forever."""
+    (``None`` without ``k_test_train``). The limit is that of repeating ``alpha`` (a number)
+    or the schedule's last value forever."""
 
     alpha: Tensor
     evals: Tensor
@@ -54,8 +54,10 @@ class SelfDistillation:
     limit_test: Tensor | None
 
 
-def _alphas(alpha, steps: int, dtype: torch.dtype) -> Tensor:
-    """``alpha`` (a number or one per step) as a ``(steps,)`` tensor in ``[0, 1]``."""
+def _alphas(alpha, steps: int, dtype: torch.dtype) -> tuple[Tensor, float]:
+    """``alpha`` (a number or one per step) as a ``(steps,)`` tensor in ``[0, 1]``, and the
+    weight repeated forever in the limit (the number, or the schedule's last value; 1, the
+    teacher, for an empty schedule)."""
     if isinstance(alpha, (int, float, np.floating, np.integer)) and not isinstance(alpha, bool):
         value = real_number(alpha, "alpha")
         out = torch.full((steps,), value, dtype=dtype)
@@ -74,7 +76,12 @@ def _alphas(alpha, steps: int, dtype: torch.dtype) -> Tensor:
         bad = float(out[(out < 0) | (out > 1)][0])
         raise ValueError(f"alpha must lie in [0, 1] (the weight of the ground-truth "
                          f"targets); got {bad}")
-    return out
+    if isinstance(alpha, (int, float, np.floating, np.integer)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"alpha must lie in [0, 1] (the weight of the ground-truth "
+                             f"targets); got {value}")
+        return out, value
+    return out, float(out[-1]) if out.numel() else 1.0
 
 
 def _checked(k_train_train, y_train, steps, ridge) -> tuple[Tensor, Tensor, int, float]:
@@ -93,7 +100,7 @@ def _inverse_filter(evals: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
     return evals * inv, inv
 
 
-def _target_filters(s: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+def _target_filters(s: Tensor, alpha: Tensor, last: float) -> tuple[Tensor, Tensor]:
     """``u_t`` ``(steps + 1, n)`` and ``u_inf`` ``(n,)`` (module docstring)."""
     rows = [torch.ones_like(s)]
     if alpha.numel() and bool((alpha == alpha[0]).all()):
@@ -110,7 +117,7 @@ def _target_filters(s: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
     else:
         for a in alpha.tolist():
             rows.append(a + (1 - a) * s * rows[-1])
-    a = float(alpha[-1]) if alpha.numel() else 1.0
+    a = last
     one_minus_r = a + (1 - a) * (1 - s)
     # u stays 1 where r = 1 (alpha = 0 on an interpolated direction, s = 1).
     limit = torch.where(one_minus_r > 0, a / torch.where(one_minus_r > 0, one_minus_r, 1.0),
@@ -149,10 +156,10 @@ def self_distill(k_train_train, y_train, steps: int, *, alpha, ridge: float,
         0.6
     """
     k, y, steps, ridge = _checked(k_train_train, y_train, steps, ridge)
-    alpha = _alphas(alpha, steps, k.dtype)
+    alpha, last = _alphas(alpha, steps, k.dtype)
     evals, evecs = eigh(k)
     s, _ = _inverse_filter(evals, ridge)
-    u, u_limit = _target_filters(s, alpha.to(evals.device))
+    u, u_limit = _target_filters(s, alpha.to(evals.device), last)
     coef = evecs.T @ (y[:, None] if y.ndim == 1 else y)  # (n, c)
 
     def fit(weights: Tensor, basis: Tensor) -> Tensor:
