@@ -8,10 +8,10 @@ Step 0 (the teacher) is kernel ridge regression on ``y``; step ``t >= 1`` refits
 diagonal in the eigenbasis ``K = V diag(d) V^T``: with ``s = d / (d + ridge)``,
 ``f_t(X) = V diag(s u_t) V^T y`` where the target filter obeys ``u_0 = 1``,
 ``u_t = alpha_t + (1 - alpha_t) s u_{t-1}``. For a constant ``alpha``, with
-``r = (1 - alpha) s``, ``u_t = alpha (1 - r^t) / (1 - r) + r^t`` (the paper's Theorem 4.1:
+``r = (1 - alpha) s``, ``u_t = alpha (1 - r^t) / (1 - r) + r^t`` (the paper's first result:
 any step from the initial fit), and ``u_inf = alpha / (1 - r)``, so that
 ``s u_inf = d / (d + ridge / alpha)``: infinitely many steps are one fit with the ridge
-amplified by ``1 / alpha`` (the paper's Theorem 4.2). Without guidance (``alpha = 0``) the
+amplified by ``1 / alpha`` (its second result). Without guidance (``alpha = 0``) the
 filter ``s^{t+1}`` collapses to 0 (Mobahi et al. 2020).
 """
 

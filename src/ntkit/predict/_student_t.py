@@ -10,7 +10,7 @@ training rows and ``c`` output columns, the likelihood of ``sigma^2`` is
 ``sigma^{-n c} exp(-q / (2 sigma^2))``, so an inverse-gamma ``IG(a, b)`` prior has the posterior
 ``IG(a + n c / 2, b + q / 2)`` and the posterior predictive is a multivariate t with
 ``2a + n c`` degrees of freedom, the GP posterior mean, and scale matrix
-``(2b + q) / (2a + n c)`` times the GP posterior covariance (the paper's Theorem 3.3; its
+``(2b + q) / (2a + n c)`` times the GP posterior covariance (the paper's closed form; its
 code sums ``q`` and counts ``n c`` over the output columns the same way). Any other prior is
 integrated numerically (:func:`scale_mixture`), as the paper does with importance sampling.
 """
