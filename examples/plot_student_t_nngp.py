@@ -8,9 +8,8 @@ degrees of freedom whose scale adapts to the data, `(2b + y^T K^-1 y) / (2a + n)
 GP posterior covariance (`ntkit.predict.student_t`; any other prior by
 `ntkit.predict.scale_mixture`). **Their claim:** the heavy-tailed process is more robust out
 of distribution: a better predictive log-likelihood than the NNGP on shifted or corrupted
-test data (UCI regression, their Table 2; corrupted CIFAR-10 for classification). Their
-NNGP baseline has a fixed last-layer variance (1 or 4 in their scripts) while `a` and `b` are
-tuned.
+test data, in regression (UCI sets) and classification. In their regression scripts the
+NNGP baseline has a fixed last-layer variance (1 or 4) while `a` and `b` are tuned on a grid.
 
 **Ours.** scikit-learn's diabetes set (442 x 10, shipped with scikit-learn, no download),
 random 60/20/20 splits, the NNGP of a two-hidden-layer ReLU network. Three predictives for
