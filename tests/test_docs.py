@@ -80,6 +80,11 @@ def test_example_pages_show_their_printed_results(site):
                                          r"product \d\.\de-1[3-6]",
         "plot_uci_estimators": r"NTK: best \{.*\}, cross-validated accuracy 0\.\d+",
         "plot_learning_curve_from_ntk": r"n = +\d+: predicted \d\.\d+, measured \d\.\d+",
+        "plot_student_t_nngp": r"corruption \d\.\d: Student-t -?\d\.\d{3}; minus Gaussian NNGP "
+                               r"\(sigma\^2 = 1\) [+-]\d\.\d{3} nats, minus tuned Gaussian "
+                               r"[+-]\d\.\d{3} nats",
+        "plot_self_distillation": r"step \d+: optimal alpha test MSE \d\.\d{3} vs alpha = 0 "
+                                  r"\d\.\d{3} \(better in \d+/\d+ seeds",
     }
     assert set(printed) == set(EXAMPLES), "a new example needs its expected output here"
     for name, pattern in printed.items():
