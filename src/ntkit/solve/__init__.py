@@ -11,6 +11,9 @@
 - :class:`PSDSolver`: ``(K + ridge I)^+ B`` by Cholesky, falling back to the pseudo-inverse on
   the range for singular kernels, or by CG above :data:`CG_THRESHOLD` rows.
 - :func:`kernel_ridge`, :func:`centred_one_hot`: the ridge solve of the estimators and demo.
+- :func:`krr`: kernel ridge regression at scale (exact, or Nyström with FALKON's
+  preconditioned CG streaming kernel blocks locally or on a Dask cluster), returning a
+  :class:`KRRModel`; :func:`sample_landmarks` (uniform or ridge-leverage-score landmarks).
 """
 
 from ._cg import CGConvergenceWarning as CGConvergenceWarning
@@ -27,6 +30,9 @@ from ._psd import CG_THRESHOLD as CG_THRESHOLD
 from ._psd import PSDSolver as PSDSolver
 from ._ridge import centred_one_hot as centred_one_hot
 from ._ridge import kernel_ridge as kernel_ridge
+from ._krr import KRRModel as KRRModel
+from ._krr import krr as krr
+from ._landmarks import sample_landmarks as sample_landmarks
 
 __all__ = [
     "cho_solve",
@@ -34,4 +40,5 @@ __all__ = [
     "PivotedCholeskyPreconditioner",
     "CG_THRESHOLD", "JitterWarning", "NotPSDError", "CGConvergenceWarning",
     "kernel_ridge", "centred_one_hot",
+    "krr", "KRRModel", "sample_landmarks",
 ]
