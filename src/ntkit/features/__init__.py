@@ -7,4 +7,6 @@ Each feature map is a ``torch.nn.Module`` and a scikit-learn transformer (``fit`
 in its conventions.
 """
 
-__all__: list[str] = []
+from ._base import RandomFeatureMap as RandomFeatureMap
+
+__all__ = ["RandomFeatureMap"]
