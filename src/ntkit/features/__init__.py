@@ -8,5 +8,6 @@ in its conventions.
 """
 
 from ._base import RandomFeatureMap as RandomFeatureMap
+from ._nystrom import Nystroem as Nystroem
 
-__all__ = ["RandomFeatureMap"]
+__all__ = ["RandomFeatureMap", "Nystroem"]

@@ -25,14 +25,14 @@ from ._cholesky import cho_solve as cho_solve
 from ._cholesky import cholesky as cholesky
 from ._eigh import eigh as eigh
 from ._eigh import rank_tolerance as rank_tolerance
+from ._krr import KRRModel as KRRModel
+from ._krr import krr as krr
 from ._lanczos import lanczos_eigsh as lanczos_eigsh
+from ._landmarks import sample_landmarks as sample_landmarks
 from ._psd import CG_THRESHOLD as CG_THRESHOLD
 from ._psd import PSDSolver as PSDSolver
 from ._ridge import centred_one_hot as centred_one_hot
 from ._ridge import kernel_ridge as kernel_ridge
-from ._krr import KRRModel as KRRModel
-from ._krr import krr as krr
-from ._landmarks import sample_landmarks as sample_landmarks
 
 __all__ = [
     "cho_solve",

@@ -13,8 +13,12 @@ the level below, weighted by ``1 / sqrt(p_i)``, with
 ``l_i = (k_ii - k_iS (K_SS + lambda W^-2)^-1 k_Si) / lambda``, and ``lambda`` set by the
 landmarks' own spectrum, ``lambda = (tr(W K_SS W) - sum of its top-m eigenvalues) / m``, so
 that the effective dimension is about ``m``. The last level draws exactly ``m`` distinct
-points with probabilities proportional to the scores (the paper samples with replacement;
-distinct points give a Nyström space of dimension ``m``).
+points with probabilities proportional to ``l_i / sum(l) + 1 / n``, an even mixture of the
+scores and uniform (the paper samples with replacement from the scores alone; distinct
+points give a Nyström space of dimension ``m``, and the uniform half keeps a tight cluster,
+whose summed score is about 1, from going unsampled: measured on 440 clustered and 60
+spread points with ``m = 40``, pure scores missed the cluster in 4 of 6 seeds, with 40 times
+uniform's kernel error).
 """
 
 from __future__ import annotations
@@ -156,10 +160,12 @@ def _recursive_rls(kernel_fn, x: Tensor, m: int, perm: Tensor, g: torch.Generato
         points = perm[: sizes[level]]
         scores = _approximate_scores(kernel_fn, x, points, chosen, weights, m, block_size)
         if level == 0:
-            # Exactly m distinct points, with probabilities proportional to the scores.
-            pick = torch.multinomial(scores.clamp(min=1e-300), m, replacement=False,
-                                     generator=g)
-            return points[pick]
+            # Exactly m distinct points, drawn from an even mixture of the scores and the
+            # uniform distribution: p_i >= l_i / (2 sum l) keeps the guarantee of leverage
+            # sampling up to a factor 2 in m, and the uniform half keeps a tight cluster
+            # whose summed score is ~1 (one large eigenvalue) from going unsampled.
+            p = scores / scores.sum().clamp(min=1e-300) + 1.0 / len(scores)
+            return points[torch.multinomial(p, m, replacement=False, generator=g)]
         # Keep about 2 m points for the next level (the oversampling of Musco & Musco keeps
         # ~ d_eff log d_eff; a fixed multiple of m bounds the cost of the eigenvalues below).
         p = (scores * (2 * m / scores.sum())).clamp(max=1.0)
