@@ -236,7 +236,8 @@ class DaskCluster:
             self.client = self.address
         else:
             try:
-                self.client = Client(self.address, timeout=self.timeout)
+                kwargs = {} if self.timeout is None else {"timeout": self.timeout}
+                self.client = Client(self.address, **kwargs)
             except OSError as err:
                 raise TimeoutError(
                     f"executor: no Dask scheduler answered at {self.address!r} (is it running "
