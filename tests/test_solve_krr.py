@@ -181,3 +181,23 @@ def test_unreachable_scheduler_is_a_clear_error_not_a_hang():
         krr(NET, x, y, landmarks=10, executor=f"tcp://127.0.0.1:{port}", timeout=1.0,
             progress=False)
     assert time.perf_counter() - start < 20
+
+
+def test_estimators_nystrom_pcg_with_all_landmarks_is_their_ridge():
+    # With every training point a landmark, the Nyström estimator is kernel ridge and the
+    # estimators' ridge conventions agree (alpha * mean diag K = lambda n): the two solvers'
+    # predictions match up to FALKON's tolerance (1e-8 on the residual, cond ~1e6 here).
+    from ntkit.estimators import NNGPRegressor, NTKClassifier
+
+    x, y = _data(120, 3, seed=8)
+    x, y = x.numpy(), y.numpy()
+    kw = dict(depth=2, b_std=0.1, alpha=1e-3)
+    ridge = NNGPRegressor(solver="ridge", **kw).fit(x, y)
+    fal = NNGPRegressor(solver="nystrom_pcg", n_landmarks=500, random_state=0, **kw).fit(x, y)
+    assert _rel(torch.from_numpy(fal.predict(x)), torch.from_numpy(ridge.predict(x))) < 1e-5
+    labels = (y > 0).astype(int) + (y > 1).astype(int)
+    a = NTKClassifier(solver="ridge", **kw).fit(x, labels)
+    b = NTKClassifier(solver="nystrom_pcg", n_landmarks=120, random_state=0, **kw).fit(x, labels)
+    assert _rel(torch.from_numpy(b.decision_function(x)),
+                torch.from_numpy(a.decision_function(x))) < 1e-5
+    assert b.krr_.centers.shape == (120, 3)
