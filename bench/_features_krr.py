@@ -23,7 +23,8 @@ then the test-RMSE gap to the exact solve for uniform and RLS landmarks at 1 000
 4 000 (``nystrom_direct``; FALKON converges to the same estimator).
 
 :func:`krr_large`: ``N = 1 000 000``, ``d = 20``, ``M = 4096`` (``--large``), or any ``--n``:
-wall time and peak memory (``VmHWM``) of ``nystrom_pcg`` and ``nystrom_direct``.
+wall time and peak memory (``VmHWM``) of ``nystrom_pcg`` and ``nystrom_direct`` (run one
+``--methods`` per process for each one's own peak).
 
     python bench/_features_krr.py [--n 20000] [--landmarks 1000,2000,4000] [--large]
 """
@@ -164,9 +165,12 @@ def main(argv=None) -> None:
     p.add_argument("--landmarks", default="1000,2000,4000")
     p.add_argument("--large", action="store_true", help="N = 1e6, d = 20, M = 4096")
     p.add_argument("--max-iter", type=int, default=30)
+    p.add_argument("--methods", default="nystrom_direct,nystrom_pcg",
+                   help="--large: run one per process for each one's own peak memory")
     a = p.parse_args(argv)
     if a.large:
-        krr_large(n=a.n or 1_000_000, d=a.d or 20, max_iter=a.max_iter)
+        krr_large(n=a.n or 1_000_000, d=a.d or 20, max_iter=a.max_iter,
+                  methods=tuple(a.methods.split(",")))
     else:
         krr_table(n=a.n or 20_000, d=a.d or 50,
                   landmarks=tuple(int(v) for v in a.landmarks.split(",")))

@@ -54,30 +54,55 @@ class BlockData:
         return k
 
 
-def block_products(data: BlockData, task: tuple) -> tuple[Tensor, Tensor | None]:
-    """For rows ``r0:r1``: ``(K_b^T (K_b u), K_b^T y_b)`` with ``K_b = k(x[r0:r1], centers)``,
-    ``u`` ``(M, c)`` (``None``: skip the first product); the second is ``None`` unless
-    ``want_rhs``. ``task = (r0, r1, u, want_rhs)``."""
+def block_products(data: BlockData, task: tuple) -> tuple[Tensor | None, Tensor | None]:
+    """For rows ``r0:r1``, in blocks of ``data.block_size``: ``(K^T (K u), K^T y)`` with
+    ``K = k(x[r0:r1], centers)``, ``u`` ``(M, c)`` (``None``: skip the first product); the
+    second is ``None`` unless ``want_rhs``. ``task = (r0, r1, u, want_rhs)``."""
     r0, r1, u, want_rhs = task
+    ku = rhs = None
     with torch.no_grad():
-        k = data.block(r0, r1)
-        ku = None if u is None else k.T @ (k @ u)
-        rhs = k.T @ data.y[r0:r1] if want_rhs else None
+        for b0 in range(r0, r1, data.block_size):
+            b1 = min(b0 + data.block_size, r1)
+            k = data.block(b0, b1)
+            if u is not None:
+                part = k.T @ (k @ u)
+                ku = part if ku is None else ku.add_(part)
+            if want_rhs:
+                part = k.T @ data.y[b0:b1]
+                rhs = part if rhs is None else rhs.add_(part)
     return ku, rhs
 
 
 def gram_products(data: BlockData, task: tuple) -> tuple[Tensor, Tensor]:
-    """For rows ``r0:r1``: ``(K_b^T K_b, K_b^T y_b)``, ``(M, M)`` and ``(M, c)``."""
+    """For rows ``r0:r1``, in blocks of ``data.block_size``: ``(K^T K, K^T y)``, ``(M, M)``
+    and ``(M, c)``, summed over the blocks as they come (one ``(M, M)`` per task)."""
     r0, r1 = task
+    m = data.centers.shape[0]
+    gram = data.centers.new_zeros(m, m)
+    rhs = data.centers.new_zeros(m, data.y.shape[1])
     with torch.no_grad():
-        k = data.kernel_fn(data.x[r0:r1], data.centers)
-        return k.T @ k, k.T @ data.y[r0:r1]
+        for b0 in range(r0, r1, data.block_size):
+            k = data.kernel_fn(data.x[b0:min(b0 + data.block_size, r1)], data.centers)
+            gram.addmm_(k.T, k)
+            rhs.addmm_(k.T, data.y[b0:min(b0 + data.block_size, r1)])
+    return gram, rhs
 
 
 def stream(executor, shared, func, n: int, block_size: int, extra: tuple = ()) -> list:
-    """``func(data, (r0, r1, *extra))`` over the row blocks of ``n`` rows, by ``executor``."""
-    tasks = [(r0, min(r0 + block_size, n), *extra) for r0 in range(0, n, block_size)]
+    """``func(data, (r0, r1, *extra))`` over ``n`` rows split into one range per task (two
+    per worker, whole blocks each), by ``executor``: the results held at once are one per
+    task, not one per block."""
+    blocks = -(-n // block_size)
+    per_task = block_size * -(-blocks // min(blocks, 2 * _workers(executor)))
+    tasks = [(r0, min(r0 + per_task, n), *extra) for r0 in range(0, n, per_task)]
     return executor.map_calls(func, shared, tasks)
+
+
+def _workers(executor) -> int:
+    client = getattr(executor, "client", None)
+    if client is not None:
+        return max(1, len(client.scheduler_info()["workers"]))
+    return max(1, int(getattr(executor, "workers", 1)))
 
 
 def falkon(executor, shared, *, n: int, k_mm: Tensor, ridge: float, block_size: int,
