@@ -9,6 +9,9 @@ Sections (each a function in its own module ``bench/_features_*.py``):
 - ``attention_table``, ``snnk_table`` (``_features_attention.py``): ``LinearAttention`` against
   softmax attention (``F.scaled_dot_product_attention``) from 1k to 64k tokens, and the error of
   SNNK / FAVOR+ / linear attention as ``m`` grows.
+- ``krr_table`` (``_features_krr.py``): kernel ridge regression at N = 20 000 by FALKON, the
+  direct Nyström solve, scikit-learn's ``Nystroem`` + ``Ridge`` and the exact solve; the
+  1 000 000-point run is ``python bench/_features_krr.py --large``.
 
 Run with nothing else busy:
 
@@ -23,6 +26,7 @@ import torch
 
 from _common import matmul_seconds
 from _features_attention import attention_table, snnk_table
+from _features_krr import krr_table
 from _features_rf import random_features
 
 
@@ -39,6 +43,7 @@ def main() -> None:
     attention_table([1024 * 2**i for i in range(3)] if args.quick else None,
                     repeats=1 if args.quick else args.repeats)
     snnk_table([64, 256, 1024] if args.quick else None)
+    krr_table()
 
 
 if __name__ == "__main__":

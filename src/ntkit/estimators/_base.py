@@ -13,9 +13,11 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
+from ..features._base import torch_generator
 from ..layers import ACTIVATIONS, Activation, Layer, activation
-from ..solve import centred_one_hot, kernel_ridge
-from ._kernels import PREFETCH_DEPTH, fc_family, network_kernel
+from ..solve import centred_one_hot, kernel_ridge, krr, sample_landmarks
+from ..solve._landmarks import as_kernel_fn
+from ._kernels import PREFETCH_DEPTH, FCKernel, fc_family, network_kernel
 
 __all__ = ["KernelClassifier", "KernelRegressor"]
 
@@ -36,7 +38,9 @@ class _KernelEstimator(BaseEstimator):
         "W_std": [_POSITIVE],
         "b_std": [_NON_NEGATIVE],
         "network": [Layer, None],
-        "solver": [StrOptions({"svm", "ridge"})],
+        "solver": [StrOptions({"svm", "ridge", "nystrom_pcg"})],
+        "n_landmarks": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state", torch.Generator],
         "C": [_POSITIVE],
         "alpha": [_NON_NEGATIVE],
         "dtype": [StrOptions(set(_DTYPES))],
@@ -75,11 +79,35 @@ class _KernelEstimator(BaseEstimator):
             else family.nngp(depth)
         return k.to(torch.float64).numpy()
 
+    def _kernel_fn(self):
+        """The kernel as a function of two input blocks (tensors), for ``nystrom_pcg``."""
+        if self.network is not None:
+            return as_kernel_fn(self.network, get=self._kernel)
+        act = self.activation
+        return FCKernel(int(self.depth), self._check_fix(), self._kernel,
+                        act if isinstance(act, Activation) else activation(act),
+                        float(self.W_std), float(self.b_std))
+
+    def _fit_nystrom(self, targets) -> None:
+        x = torch.from_numpy(self.X_fit_)
+        kernel_fn = self._kernel_fn()
+        m = min(int(self.n_landmarks), len(x))
+        idx = sample_landmarks(kernel_fn, x, m, generator=torch_generator(self.random_state))
+        # The ridges agree: lambda n = alpha * mean(diag K), the mean estimated on the
+        # (uniform) landmarks.
+        scale = float(kernel_fn.diagonal(x[idx]).mean())
+        ridge = float(self.alpha) * (scale if scale > 0 else 1.0) / len(x)
+        self.krr_ = krr(kernel_fn, x, torch.from_numpy(np.asarray(targets, np.float64)),
+                        landmarks=x[idx], ridge=ridge, progress=False)
+
     def _fit_solver(self, X, targets) -> None:
         """Fit on the training kernel; ``targets`` ``(n,)`` labels/values for the SVM, or
-        ``(n, k)`` / ``(n,)`` regression targets for ridge."""
+        ``(n, k)`` / ``(n,)`` regression targets for ridge and ``nystrom_pcg``."""
         self._check_fix()
         self.X_fit_ = np.asarray(X, dtype=_DTYPES[self.dtype])
+        if self.solver == "nystrom_pcg":
+            self._fit_nystrom(targets)
+            return
         k = self._kernel_matrix(self.X_fit_, None)
         if self.solver == "svm":
             self.svm_ = self._svm().fit(k, targets)
@@ -91,6 +119,9 @@ class _KernelEstimator(BaseEstimator):
         """``(n,)`` or ``(n, k)`` raw outputs of the fitted solver on new inputs."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        if self.solver == "nystrom_pcg":
+            out = self.krr_.predict(torch.tensor(np.asarray(X, dtype=_DTYPES[self.dtype])))
+            return out.to(torch.float64).numpy()
         k = self._kernel_matrix(np.asarray(X, dtype=_DTYPES[self.dtype]), self.X_fit_)
         if self.solver == "ridge":
             return k @ self.dual_coef_
@@ -120,7 +151,7 @@ class KernelClassifier(ClassifierMixin, _KernelEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; got "
                              f"1 class ({self.classes_[0]!r})")
-        if self.solver == "ridge":
+        if self.solver in ("ridge", "nystrom_pcg"):
             codes = centred_one_hot(torch.from_numpy(codes), len(self.classes_)).numpy()
         self._fit_solver(X, codes)
         return self
@@ -136,7 +167,7 @@ class KernelClassifier(ClassifierMixin, _KernelEstimator):
             centred one-hot targets for ridge.
         """
         d = self._decision(X)
-        if self.solver == "ridge" and d.shape[1] == 2:
+        if self.solver in ("ridge", "nystrom_pcg") and d.shape[1] == 2:
             return d[:, 1] - d[:, 0]
         return d
 

@@ -40,11 +40,14 @@ class NTKClassifier(KernelClassifier):
         A network used instead of ``depth``, ``activation``, ``W_std`` and ``b_std`` (which
         are then ignored); ``fix`` must be 0. It must give one ``(N1, N2)`` kernel of flat
         inputs ``(N, n_features)``.
-    solver : {"svm", "ridge"}, default="svm"
+    solver : {"svm", "ridge", "nystrom_pcg"}, default="svm"
         ``"svm"``: ``sklearn.svm.SVC`` on the precomputed kernel (the protocol of Arora et
         al. 2020). ``"ridge"``: closed-form kernel ridge regression (the GP posterior mean)
         on centred one-hot targets, predicting the argmax, solved by
         ``ntkit.solve.kernel_ridge``.
+        ``"nystrom_pcg"``: the same ridge estimator on ``n_landmarks`` uniformly drawn
+        landmarks, solved by FALKON (``ntkit.solve.krr``), which streams kernel blocks and
+        never forms the ``n x n`` kernel: for ``n`` past ~20 000.
     C : float, default=1.0
         The SVM's regularisation (``> 0``); unused by ridge.
     alpha : float, default=1e-6
@@ -58,6 +61,12 @@ class NTKClassifier(KernelClassifier):
         pair of input arrays and architecture (activation, ``W_std``, ``b_std``, to depth
         ``max(depth, 5)``), so a grid search over ``C``, ``alpha``, ``depth <= 5`` and ``fix``
         computes each kernel once per split. ``None``: nothing is cached.
+    n_landmarks : int, default=1000
+        Landmarks of ``solver="nystrom_pcg"`` (``>= 1``, capped at ``n_samples``); the
+        ridge is ``alpha`` times the landmarks' mean kernel diagonal (an unbiased estimate
+        of the training kernel's). Unused by the other solvers.
+    random_state : int, torch.Generator or None, default=None
+        Draws the landmarks of ``solver="nystrom_pcg"``; unused by the other solvers.
 
     Attributes
     ----------
@@ -73,6 +82,8 @@ class NTKClassifier(KernelClassifier):
         The fitted SVM (``solver="svm"``).
     dual_coef_ : ndarray of shape (n_samples, n_classes)
         Kernel ridge coefficients on centred one-hot targets (``solver="ridge"``).
+    krr_ : ntkit.solve.KRRModel
+        The fitted Nyström model (``solver="nystrom_pcg"``).
 
     See Also
     --------
@@ -99,7 +110,7 @@ class NTKClassifier(KernelClassifier):
 
     def __init__(self, *, depth=1, fix=0, activation="relu", W_std=1.0, b_std=0.0,
                  network=None, solver="svm", C=1.0, alpha=1e-6, dtype="float64",
-                 memory=None):
+                 memory=None, n_landmarks=1000, random_state=None):
         self.depth = depth
         self.fix = fix
         self.activation = activation
@@ -111,6 +122,8 @@ class NTKClassifier(KernelClassifier):
         self.alpha = alpha
         self.dtype = dtype
         self.memory = memory
+        self.n_landmarks = n_landmarks
+        self.random_state = random_state
 
 
 class NNGPClassifier(KernelClassifier):
@@ -138,10 +151,13 @@ class NNGPClassifier(KernelClassifier):
         A network used instead of ``depth``, ``activation``, ``W_std`` and ``b_std`` (which
         are then ignored). It must give one ``(N1, N2)`` kernel of flat inputs
         ``(N, n_features)``.
-    solver : {"svm", "ridge"}, default="svm"
+    solver : {"svm", "ridge", "nystrom_pcg"}, default="svm"
         ``"svm"``: ``sklearn.svm.SVC`` on the precomputed kernel. ``"ridge"``: the GP
         posterior mean (kernel ridge regression) on centred one-hot targets, predicting the
         argmax, solved by ``ntkit.solve.kernel_ridge``.
+        ``"nystrom_pcg"``: the same ridge estimator on ``n_landmarks`` uniformly drawn
+        landmarks, solved by FALKON (``ntkit.solve.krr``), which streams kernel blocks and
+        never forms the ``n x n`` kernel: for ``n`` past ~20 000.
     C : float, default=1.0
         The SVM's regularisation (``> 0``); unused by ridge.
     alpha : float, default=1e-6
@@ -155,6 +171,12 @@ class NNGPClassifier(KernelClassifier):
         pair of input arrays and architecture (activation, ``W_std``, ``b_std``, to depth
         ``max(depth, 5)``), so a grid search over ``C``, ``alpha`` and ``depth <= 5``
         computes each kernel once per split. ``None``: nothing is cached.
+    n_landmarks : int, default=1000
+        Landmarks of ``solver="nystrom_pcg"`` (``>= 1``, capped at ``n_samples``); the
+        ridge is ``alpha`` times the landmarks' mean kernel diagonal (an unbiased estimate
+        of the training kernel's). Unused by the other solvers.
+    random_state : int, torch.Generator or None, default=None
+        Draws the landmarks of ``solver="nystrom_pcg"``; unused by the other solvers.
 
     Attributes
     ----------
@@ -170,6 +192,8 @@ class NNGPClassifier(KernelClassifier):
         The fitted SVM (``solver="svm"``).
     dual_coef_ : ndarray of shape (n_samples, n_classes)
         GP posterior-mean coefficients on centred one-hot targets (``solver="ridge"``).
+    krr_ : ntkit.solve.KRRModel
+        The fitted Nyström model (``solver="nystrom_pcg"``).
 
     See Also
     --------
@@ -188,7 +212,8 @@ class NNGPClassifier(KernelClassifier):
     _kernel = "nngp"
 
     def __init__(self, *, depth=1, activation="relu", W_std=1.0, b_std=0.0, network=None,
-                 solver="svm", C=1.0, alpha=1e-6, dtype="float64", memory=None):
+                 solver="svm", C=1.0, alpha=1e-6, dtype="float64", memory=None,
+                 n_landmarks=1000, random_state=None):
         self.depth = depth
         self.activation = activation
         self.W_std = W_std
@@ -199,3 +224,5 @@ class NNGPClassifier(KernelClassifier):
         self.alpha = alpha
         self.dtype = dtype
         self.memory = memory
+        self.n_landmarks = n_landmarks
+        self.random_state = random_state

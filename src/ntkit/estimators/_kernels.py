@@ -4,13 +4,15 @@ and the architecture."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ..family import KernelFamily, fc_kernel_family
 from ..layers import Activation, Layer
 
-__all__ = ["PREFETCH_DEPTH", "fc_family", "network_kernel"]
+__all__ = ["PREFETCH_DEPTH", "FCKernel", "fc_family", "network_kernel"]
 
 PREFETCH_DEPTH = 5
 """With a ``memory``, FC families are computed to at least this depth: one cached family then
@@ -45,3 +47,26 @@ def network_kernel(network: Layer, x1: np.ndarray, x2: np.ndarray | None, *,
             f"{getattr(k, 'shape', None)} from {network!r}"
         )
     return k.detach().to("cpu", torch.float64).numpy()
+
+
+@dataclass(frozen=True)
+class FCKernel:
+    """The estimators' fully-connected kernel as a function of two blocks of tensors,
+    ``(N1, d), (N2, d) -> (N1, N2)``, for the Nyström solver: ``which`` is ``"ntk"`` (with
+    ``fix`` frozen layers) or ``"nngp"``."""
+
+    depth: int
+    fix: int
+    which: str
+    activation: Activation
+    W_std: float
+    b_std: float
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
+        family = fc_kernel_family(x1, x2, max_depth=self.depth, activation=self.activation,
+                                  W_std=self.W_std, b_std=self.b_std)
+        return family.ntk(self.depth, self.fix) if self.which == "ntk" \
+            else family.nngp(self.depth)
+
+    def diagonal(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self(b, None).diagonal() for b in x.split(256)])

@@ -40,9 +40,12 @@ class NTKRegressor(KernelRegressor):
         A network used instead of ``depth``, ``activation``, ``W_std`` and ``b_std`` (which
         are then ignored); ``fix`` must be 0. It must give one ``(N1, N2)`` kernel of flat
         inputs ``(N, n_features)``.
-    solver : {"svm", "ridge"}, default="svm"
+    solver : {"svm", "ridge", "nystrom_pcg"}, default="svm"
         ``"svm"``: ``sklearn.svm.SVR`` on the precomputed kernel. ``"ridge"``: closed-form
         kernel ridge regression, solved by ``ntkit.solve.kernel_ridge``.
+        ``"nystrom_pcg"``: the same ridge estimator on ``n_landmarks`` uniformly drawn
+        landmarks, solved by FALKON (``ntkit.solve.krr``), which streams kernel blocks and
+        never forms the ``n x n`` kernel: for ``n`` past ~20 000.
     C : float, default=1.0
         The SVR's regularisation (``> 0``); unused by ridge.
     epsilon : float, default=0.1
@@ -59,6 +62,12 @@ class NTKRegressor(KernelRegressor):
         ``max(depth, 5)``), so a grid search over ``C``, ``epsilon``, ``alpha``,
         ``depth <= 5`` and ``fix`` computes each kernel once per split. ``None``: nothing is
         cached.
+    n_landmarks : int, default=1000
+        Landmarks of ``solver="nystrom_pcg"`` (``>= 1``, capped at ``n_samples``); the
+        ridge is ``alpha`` times the landmarks' mean kernel diagonal (an unbiased estimate
+        of the training kernel's). Unused by the other solvers.
+    random_state : int, torch.Generator or None, default=None
+        Draws the landmarks of ``solver="nystrom_pcg"``; unused by the other solvers.
 
     Attributes
     ----------
@@ -73,6 +82,8 @@ class NTKRegressor(KernelRegressor):
     dual_coef_ : ndarray of shape (n_samples, 1)
         Kernel ridge coefficients (``solver="ridge"``); predictions are
         ``K(X, X_fit_) @ dual_coef_``.
+    krr_ : ntkit.solve.KRRModel
+        The fitted Nyström model (``solver="nystrom_pcg"``).
 
     See Also
     --------
@@ -96,7 +107,7 @@ class NTKRegressor(KernelRegressor):
 
     def __init__(self, *, depth=1, fix=0, activation="relu", W_std=1.0, b_std=0.0,
                  network=None, solver="svm", C=1.0, epsilon=0.1, alpha=1e-6,
-                 dtype="float64", memory=None):
+                 dtype="float64", memory=None, n_landmarks=1000, random_state=None):
         self.depth = depth
         self.fix = fix
         self.activation = activation
@@ -109,6 +120,8 @@ class NTKRegressor(KernelRegressor):
         self.alpha = alpha
         self.dtype = dtype
         self.memory = memory
+        self.n_landmarks = n_landmarks
+        self.random_state = random_state
 
 
 class NNGPRegressor(KernelRegressor):
@@ -137,9 +150,12 @@ class NNGPRegressor(KernelRegressor):
         A network used instead of ``depth``, ``activation``, ``W_std`` and ``b_std`` (which
         are then ignored). It must give one ``(N1, N2)`` kernel of flat inputs
         ``(N, n_features)``.
-    solver : {"svm", "ridge"}, default="svm"
+    solver : {"svm", "ridge", "nystrom_pcg"}, default="svm"
         ``"svm"``: ``sklearn.svm.SVR`` on the precomputed kernel. ``"ridge"``: the GP
         posterior mean (kernel ridge regression), solved by ``ntkit.solve.kernel_ridge``.
+        ``"nystrom_pcg"``: the same ridge estimator on ``n_landmarks`` uniformly drawn
+        landmarks, solved by FALKON (``ntkit.solve.krr``), which streams kernel blocks and
+        never forms the ``n x n`` kernel: for ``n`` past ~20 000.
     C : float, default=1.0
         The SVR's regularisation (``> 0``); unused by ridge.
     epsilon : float, default=0.1
@@ -155,6 +171,12 @@ class NNGPRegressor(KernelRegressor):
         pair of input arrays and architecture (activation, ``W_std``, ``b_std``, to depth
         ``max(depth, 5)``), so a grid search over ``C``, ``epsilon``, ``alpha`` and
         ``depth <= 5`` computes each kernel once per split. ``None``: nothing is cached.
+    n_landmarks : int, default=1000
+        Landmarks of ``solver="nystrom_pcg"`` (``>= 1``, capped at ``n_samples``); the
+        ridge is ``alpha`` times the landmarks' mean kernel diagonal (an unbiased estimate
+        of the training kernel's). Unused by the other solvers.
+    random_state : int, torch.Generator or None, default=None
+        Draws the landmarks of ``solver="nystrom_pcg"``; unused by the other solvers.
 
     Attributes
     ----------
@@ -169,6 +191,8 @@ class NNGPRegressor(KernelRegressor):
     dual_coef_ : ndarray of shape (n_samples, 1)
         GP posterior-mean coefficients (``solver="ridge"``); predictions are
         ``K(X, X_fit_) @ dual_coef_``.
+    krr_ : ntkit.solve.KRRModel
+        The fitted Nyström model (``solver="nystrom_pcg"``).
 
     See Also
     --------
@@ -191,7 +215,7 @@ class NNGPRegressor(KernelRegressor):
 
     def __init__(self, *, depth=1, activation="relu", W_std=1.0, b_std=0.0, network=None,
                  solver="svm", C=1.0, epsilon=0.1, alpha=1e-6, dtype="float64",
-                 memory=None):
+                 memory=None, n_landmarks=1000, random_state=None):
         self.depth = depth
         self.activation = activation
         self.W_std = W_std
@@ -203,3 +227,5 @@ class NNGPRegressor(KernelRegressor):
         self.alpha = alpha
         self.dtype = dtype
         self.memory = memory
+        self.n_landmarks = n_landmarks
+        self.random_state = random_state

@@ -19,6 +19,7 @@ from ._linear_attention import linear_attention as linear_attention
 from ._ntk_features import NTKFeatures as NTKFeatures
 from ._ntk_sketch import NTKSketch as NTKSketch
 from ._ntk_sketch import ntk_polynomial as ntk_polynomial
+from ._nystrom import Nystroem as Nystroem
 from ._snnk import URF_FUNCTIONS as URF_FUNCTIONS
 from ._snnk import SNNKFeatures as SNNKFeatures
 from ._snnk import SNNKLayer as SNNKLayer
@@ -33,4 +34,6 @@ __all__ = [
     "FAVORFeatures", "gaussian_projection", "positive_random_features",
     "LinearAttention", "linear_attention",
     "URF_FUNCTIONS", "SNNKFeatures", "SNNKLayer", "UniversalRandomFeatures",
+    # Nyström features of any ntkit kernel
+    "Nystroem",
 ]

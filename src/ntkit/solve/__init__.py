@@ -11,6 +11,9 @@
 - :class:`PSDSolver`: ``(K + ridge I)^+ B`` by Cholesky, falling back to the pseudo-inverse on
   the range for singular kernels, or by CG above :data:`CG_THRESHOLD` rows.
 - :func:`kernel_ridge`, :func:`centred_one_hot`: the ridge solve of the estimators and demo.
+- :func:`krr`: kernel ridge regression at scale (exact, or Nyström with FALKON's
+  preconditioned CG streaming kernel blocks locally or on a Dask cluster), returning a
+  :class:`KRRModel`; :func:`sample_landmarks` (uniform or ridge-leverage-score landmarks).
 """
 
 from ._cg import CGConvergenceWarning as CGConvergenceWarning
@@ -22,7 +25,10 @@ from ._cholesky import cho_solve as cho_solve
 from ._cholesky import cholesky as cholesky
 from ._eigh import eigh as eigh
 from ._eigh import rank_tolerance as rank_tolerance
+from ._krr import KRRModel as KRRModel
+from ._krr import krr as krr
 from ._lanczos import lanczos_eigsh as lanczos_eigsh
+from ._landmarks import sample_landmarks as sample_landmarks
 from ._psd import CG_THRESHOLD as CG_THRESHOLD
 from ._psd import PSDSolver as PSDSolver
 from ._ridge import centred_one_hot as centred_one_hot
@@ -34,4 +40,5 @@ __all__ = [
     "PivotedCholeskyPreconditioner",
     "CG_THRESHOLD", "JitterWarning", "NotPSDError", "CGConvergenceWarning",
     "kernel_ridge", "centred_one_hot",
+    "krr", "KRRModel", "sample_landmarks",
 ]

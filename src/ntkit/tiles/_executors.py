@@ -4,6 +4,11 @@ Every executor runs the same pure task, :func:`run_tile`, on a :class:`TileJob` 
 each worker once (pool initializer, Dask scatter): the worker computes the tile from its
 slices of the inputs, writes it to its own chunk of the store and returns the checksums. The
 driver records the tile in the manifest only once it holds them.
+
+The same executors also run calls that return their result instead of storing it (the
+streamed matrix-vector products of ``ntkit.solve.krr``): ``share(data)`` ships ``data`` to
+the workers once and returns a handle, and ``map_calls(func, handle, items)`` returns
+``[func(data, item) for item in items]``, computed by the workers, in order.
 """
 
 from __future__ import annotations
@@ -97,6 +102,12 @@ class InProcess:
     def __exit__(self, *exc):
         return False
 
+    def share(self, data):
+        return data
+
+    def map_calls(self, func, shared, items: Iterable) -> list:
+        return [func(shared, item) for item in items]
+
     def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -131,6 +142,19 @@ def _pool_task(tile: Tile):
     return run_tile(_job, tile)
 
 
+_shared = None
+
+
+def _init_shared(data, threads: int) -> None:
+    global _shared
+    _shared = data
+    torch.set_num_threads(threads)
+
+
+def _pool_call(func, item):
+    return func(_shared, item)
+
+
 class ProcessPool:
     """A local pool of ``workers`` spawned processes, each with ``cpu_count // workers`` torch
     threads; the inputs go to each worker once (the pool initializer)."""
@@ -139,12 +163,31 @@ class ProcessPool:
 
     def __init__(self, workers: int):
         self.workers = workers
+        self._pool = None  # the pool of share(), kept for map_calls until __exit__
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
         return False
+
+    def share(self, data):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.__exit__()
+        threads = max(1, _cores() // self.workers)
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_shared, initargs=(data, threads))
+        return None  # the data live in the workers (the pool initializer)
+
+    def map_calls(self, func, shared, items: Iterable) -> list:
+        items = list(items)
+        return list(self._pool.map(_pool_call, [func] * len(items), items))
 
     def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
         import multiprocessing
@@ -174,8 +217,8 @@ class DaskCluster:
     that Dask reports as unmanaged."""
 
     def __init__(self, address=None, *, workers: int = 2, torch_threads: int | None = None,
-                 retries: int = 3):
-        self.address, self.workers = address, workers
+                 retries: int = 3, timeout: float | None = None):
+        self.address, self.workers, self.timeout = address, workers, timeout
         self.torch_threads, self.retries = torch_threads, retries
         self._own: list = []
         self.local = False  # a remote cluster's writes are read back by the driver
@@ -192,7 +235,13 @@ class DaskCluster:
         elif isinstance(self.address, Client):
             self.client = self.address
         else:
-            self.client = Client(self.address)
+            try:
+                kwargs = {} if self.timeout is None else {"timeout": self.timeout}
+                self.client = Client(self.address, **kwargs)
+            except OSError as err:
+                raise TimeoutError(
+                    f"executor: no Dask scheduler answered at {self.address!r} (is it running "
+                    f"and reachable from here?): {err}") from None
             self._own = [self.client]
         hosts: dict[str, int] = {}
         for addr in self.client.scheduler_info()["workers"]:
@@ -208,6 +257,18 @@ class DaskCluster:
         for obj in self._own:
             obj.close()
         return False
+
+    def share(self, data):
+        return self.client.scatter(data, broadcast=True, hash=False)
+
+    def map_calls(self, func, shared, items: Iterable) -> list:
+        items = list(items)
+        futures = self.client.map(func, [shared] * len(items), items, pure=False,
+                                  retries=self.retries)
+        try:
+            return self.client.gather(futures)
+        finally:
+            self.client.cancel([f for f in futures if not f.done()])
 
     def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
         from distributed import as_completed
@@ -279,8 +340,10 @@ def _import_distributed() -> None:
                           ) from err
 
 
-def make_executor(executor, *, workers: int | None):
-    """The executor for ``compute``'s ``executor`` argument (see there)."""
+def make_executor(executor, *, workers: int | None, timeout: float | None = None):
+    """The executor for ``compute``'s ``executor`` argument (see there); ``timeout``: seconds
+    to wait for a Dask scheduler given by address (``None``: Dask's
+    ``distributed.comm.timeouts.connect``)."""
     if executor is None or executor == "inprocess":
         return InProcess()
     if executor == "processes":
@@ -290,7 +353,7 @@ def make_executor(executor, *, workers: int | None):
         return DaskCluster(workers=workers or 2)
     if isinstance(executor, str) and "://" in executor:
         _import_distributed()
-        return DaskCluster(executor)
+        return DaskCluster(executor, timeout=timeout)
     if hasattr(executor, "submit") and hasattr(executor, "scatter"):
         return DaskCluster(executor)  # a distributed.Client
     if hasattr(executor, "map") and hasattr(executor, "__enter__"):
