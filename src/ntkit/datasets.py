@@ -2,6 +2,7 @@
 
 The UCI format is that of Fernández-Delgado et al., "Do we Need Hundreds of Classifiers to
 Solve Real World Classification Problems?" (JMLR 15, 2014), as used by Arora et al. (ICLR 2020).
+Generators: :func:`shortcut` (Hermann et al., ICLR 2024; defined in ``ntkit._shortcut``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import torch
 from torch import Tensor
 
 from ._paths import read_regular
+from ._shortcut import ShortcutData as ShortcutData
+from ._shortcut import shortcut as shortcut
 
-__all__ = ["UCI_MAX_BYTES", "Split", "UCIDataset", "UCIFormatError", "load_digits", "load_uci"]
+__all__ = ["UCI_MAX_BYTES", "Split", "UCIDataset", "UCIFormatError", "load_digits", "load_uci",
+           "shortcut", "ShortcutData"]
 
 UCI_MAX_BYTES = {"metadata": 1 << 20, "data": 256 << 20, "index": 64 << 20}
 """Largest file :func:`load_uci` reads, by kind. The 45 development sets' largest data file is
