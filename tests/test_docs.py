@@ -85,6 +85,10 @@ def test_example_pages_show_their_printed_results(site):
                                r"[+-]\d\.\d{3} nats",
         "plot_self_distillation": r"step \d+: optimal alpha test MSE \d\.\d{3} vs alpha = 0 "
                                   r"\d\.\d{3} \(better in \d+/\d+ seeds",
+        "plot_permutation_ensembles": r"permutation ensemble complexity: k=\d+\.\.\d+ one-input "
+                                      r"M \d+->\d+ \(exponent [\d.]+;",
+        "plot_shortcut_learning": r"shortcut bias \(ratio [\d.]+ -> [\d.]+\): ntk [+-][\d.]+ -> "
+                                  r"[+-][\d.]+",
     }
     assert set(printed) == set(EXAMPLES), "a new example needs its expected output here"
     for name, pattern in printed.items():
