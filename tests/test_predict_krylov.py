@@ -193,6 +193,8 @@ def test_bad_input():
     def one(th):
         return th[None]
 
+    with pytest.raises(TypeError, match="b must be a floating-point"):
+        lanczos_funm(mv, y.long(), one, tol=1e-8)
     with pytest.raises(ValueError, match="tol must be > 0"):
         lanczos_funm(mv, y, one, tol=0.0)
     with pytest.raises(ValueError, match=r"b must have shape \(n,\) or \(n, c\)"):

@@ -29,9 +29,11 @@ class FunmResult:
 
     - ``values``: ``(F, n, c)`` (``(F, n)`` for a 1-D ``b``): ``f_i(A) b_j``.
     - ``steps``: Lanczos steps taken (the Krylov dimension ``m``).
-    - ``converged``: whether every ``f_i(A) b_j`` moved by at most ``tol`` relative between
-      the last two checks (or the Krylov space became invariant, where the result is exact).
-    - ``change``: that largest relative change, the error estimate.
+    - ``converged``: whether every ``f_i(A) b_j`` moved by at most ``tol`` relative (plus the
+      round-off floor) between the last two checks, or every Krylov space became invariant
+      (then the result is exact).
+    - ``change``: the largest relative change at the last check, the error estimate (0 for
+      invariant spaces, ``inf`` before a second check).
     - ``ritz_max``: the largest Ritz value, a lower bound on ``lambda_max(A)``.
     """
 
@@ -86,12 +88,14 @@ def lanczos_funm(
     each ``T_m``; it stops when no ``f_i(A) b_j`` moved by more than ``tol`` times its norm
     since the previous check (plus the round-off floor ``m eps |b_j| max|f|``), after
     ``max_steps``, or when every column's Krylov space is invariant (then the result is exact).
+    The basis grows as needed, so ``max_steps`` reserves no memory.
     Ritz values at or below ``n eps theta_max`` (the rule of :func:`~ntkit.solve.rank_tolerance`)
     are set to exactly 0, as :func:`~ntkit.solve.eigh` does for eigenvalues, so ``f(0)`` is
     what the numerical null space of a singular ``A`` gets. ``f`` should be smooth on
     ``[0, lambda_max]``: the convergence is that of its best polynomial approximation there,
     so a jump at 0 (a pseudo-inverse's) would only be resolved once the smallest Ritz value
-    is within ``n eps theta_max`` of 0. Memory: the ``(c, m, n)`` basis.
+    is within ``n eps theta_max`` of 0. Memory: the ``(c, m, n)`` basis (twice that while it
+    grows).
 
     **Arguments:**
 
@@ -119,6 +123,8 @@ def lanczos_funm(
         >>> out.converged, out.steps < 30, bool(err < 1e-12)
         (True, True, True)
     """
+    if not isinstance(b, Tensor) or not b.is_floating_point():
+        raise TypeError(f"b must be a floating-point torch.Tensor; got {getattr(b, 'dtype', b)!r}")
     vector = b.ndim == 1
     bb = b[:, None] if vector else b
     if bb.ndim != 2 or bb.shape[0] == 0:
@@ -132,14 +138,17 @@ def lanczos_funm(
     eps = torch.finfo(bb.dtype).eps
     norms = torch.linalg.vector_norm(bb, dim=0)  # (c,)
     q = (bb / torch.where(norms > 0, norms, 1.0)).mT.contiguous()  # (c, n); zero stays zero
-    basis = torch.empty(c, steps, n, dtype=bb.dtype, device=bb.device)
+    # The basis grows by doubling: most runs stop far below max_steps.
+    basis = torch.empty(c, min(steps, 32), n, dtype=bb.dtype, device=bb.device)
     alpha = torch.zeros(c, steps, dtype=bb.dtype, device=bb.device)
     beta = torch.zeros(c, steps, dtype=bb.dtype, device=bb.device)
     scale = torch.zeros(c, dtype=bb.dtype, device=bb.device)
     live = norms > 0
-    coef, ritz_max, change, history = None, 0.0, math.inf, []
+    coef, ritz_max, change, history, converged = None, 0.0, math.inf, [], False
     check, m = max(1, min(first_check, steps)), 0
     while True:
+        if m == basis.shape[1]:
+            basis = torch.cat([basis, torch.empty_like(basis[:, : min(m, steps - m)])], 1)
         basis[:, m] = q
         w = matmat(q.mT).mT  # (c, n)
         if w.shape != (c, n):
@@ -168,21 +177,22 @@ def lanczos_funm(
                 rel = delta / torch.where(size > 0, size, 1.0)
                 change = float(rel.max())
                 if bool((delta <= tol * size + floor).all()):
-                    coef = new
+                    coef, converged = new, True
                     break
                 history.append((m, change))
                 if give_up and len(history) >= 3 and _hopeless(history, tol, steps):
                     coef = new
                     break
             coef = new
-            if m == steps or not bool(live.any()):
-                change = 0.0 if not bool(live.any()) else change
+            if not bool(live.any()):
+                change, converged = 0.0, True
+                break
+            if m == steps:
                 break
             check = m + max(2, m // 8)
         beta[:, m - 1] = torch.where(live, nb, 0.0)
         q = torch.where(live[:, None], w / torch.where(live, nb, 1.0)[:, None], 0.0)
     values = torch.einsum("fcm,cmn->fnc", coef, basis[:, :m])
-    converged = change <= tol or not bool(live.any())
     return FunmResult(values[..., 0] if vector else values, m, converged, change, ritz_max)
 
 
