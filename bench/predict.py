@@ -8,11 +8,16 @@ each from scratch (factorisation included), median of ``--repeats``:
 - ``ntkit t=None``: ``gradient_descent_mse(K, Y, diag_reg=1e-4)(None, 0, 0, K_td)`` (Cholesky);
 - ``scipy cho``: ``scipy.linalg.cho_factor`` / ``cho_solve`` and ``K_td @ alpha``, the anchor;
 - ``sklearn KRR``: ``KernelRidge(kernel="precomputed").fit(K, Y).predict(K_td)``;
-- ``ntkit t=1`` and ``ntkit t=10x``: one finite time, and 10 times in one call (eigh).
+- ``ntkit t=1 (krylov)`` and ``ntkit t=1 (eigh)``: one finite time (``learning_rate`` half the
+  largest stable one, so ``eta t lambda_max / y.size = 1``) by each route of
+  ``gradient_descent_mse(..., method=...)``;
+- ``ntkit t=10x``: 10 times from 1 to 1e4 in one call, ``method="auto"`` (the cost model picks
+  eigh: the largest time needs too many Lanczos steps).
 
-The 10-times call should cost at most 1.5x the one-time call (the eigendecomposition is shared;
-each extra time is ``O(N^2)``). Also printed: the run's own 4096 x 4096 float64 matmul, as a
-yardstick of the machine. Run with nothing else busy:
+Printed beside the seconds: the ratio to SciPy, the ratio to ``ntkit t=None`` (the Krylov route
+should cost at most 2x), the Lanczos steps, and the largest relative difference of the Krylov
+test outputs from the eigh ones (should be <= 1e-8). Also printed: the run's own 4096 x 4096
+float64 matmul, as a yardstick of the machine. Run with nothing else busy:
 
     python bench/predict.py [--n 2000,4000,8000] [--repeats 3] [--quick]
 """
@@ -48,8 +53,9 @@ def run(ns, repeats: int) -> list[tuple]:
     print(f"yardstick: 4096 x 4096 float64 matmul {matmul:.3f} s "
           f"({2 * 4096**3 / matmul / 1e9:.0f} GFLOP/s), torch threads {torch.get_num_threads()}")
     for n in ns:
-        rows += time_one(n, repeats)
-        print_rows(rows[-6:])
+        new = time_one(n, repeats)
+        print_rows(new)
+        rows += new
     return rows
 
 
@@ -71,32 +77,43 @@ def time_one(n: int, repeats: int) -> list[tuple]:
     def ours_inf():
         return gradient_descent_mse(k, y, diag_reg=RIDGE)(None, 0.0, 0.0, kt)[1]
 
-    def ours_t(t):
-        predict = gradient_descent_mse(k, y, learning_rate=lr, diag_reg=RIDGE)
+    def ours_t(t, method="auto"):
+        predict = gradient_descent_mse(k, y, learning_rate=lr, diag_reg=RIDGE, method=method)
         return predict(t, 0.0, 0.0, kt)[1]
 
-    # Same answer before timing: the three t=None paths agree (condition ~1e4-1e6).
+    # Same answer before timing: the three t=None paths agree (condition ~1e4-1e6), and the
+    # Krylov route agrees with the eigendecomposition.
     want = scipy_cho()
     assert np.allclose(ours_inf().numpy(), want, rtol=1e-6, atol=1e-8)
     assert np.allclose(sklearn_krr(), want, rtol=1e-6, atol=1e-8)
+    krylov = gradient_descent_mse(k, y, learning_rate=lr, diag_reg=RIDGE, method="krylov")
+    exact = ours_t(1.0, "eigh")
+    diff = float(((krylov(1.0, 0.0, 0.0, kt)[1] - exact).norm(dim=0) / exact.norm(dim=0)).max())
+    steps = krylov.krylov_steps
+    auto = gradient_descent_mse(k, y, learning_rate=lr, diag_reg=RIDGE)
+    auto(times10, 0.0, 0.0, kt)
     timings = {
         "scipy cho": median_time(scipy_cho, repeats),
         "sklearn KRR": median_time(sklearn_krr, repeats),
         "ntkit t=None": median_time(ours_inf, repeats),
-        "ntkit t=1": median_time(lambda: ours_t(1.0), repeats),
+        "ntkit t=1 (krylov)": median_time(lambda: ours_t(1.0, "krylov"), repeats),
+        "ntkit t=1 (eigh)": median_time(lambda: ours_t(1.0, "eigh"), repeats),
         "ntkit t=10x": median_time(lambda: ours_t(times10), repeats),
     }
-    base = timings["scipy cho"]
+    base, none = timings["scipy cho"], timings["ntkit t=None"]
     for method, sec in timings.items():
-        rows.append((n, method, sec, sec / base))
-    rows.append((n, "t=10x / t=1", None, timings["ntkit t=10x"] / timings["ntkit t=1"]))
+        note = ""
+        if method.endswith("(krylov)"):
+            note = f"{steps} steps, max rel diff to eigh {diff:.1e}"
+        elif method == "ntkit t=10x":
+            note = f"route {auto.route}"
+        rows.append((n, method, sec, sec / base, sec / none, note))
     return rows
 
 
 def print_rows(rows) -> None:
-    for n, method, sec, ratio in rows:
-        secs = "" if sec is None else f"{sec:10.3f}"
-        print(f"{n:>6}  {method:<14} {secs:>10}  {ratio:8.2f}")
+    for n, method, sec, ratio, to_none, note in rows:
+        print(f"{n:>6}  {method:<20} {sec:10.3f}  {ratio:8.2f}  {to_none:8.2f}  {note}")
 
 
 def main() -> None:
@@ -107,7 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     ns = [500, 1000] if args.quick else [int(v) for v in args.n.split(",")]
     repeats = 2 if args.quick else args.repeats
-    print(f"{'N':>6}  {'method':<14} {'seconds':>10}  {'/ scipy':>8}   (median of {repeats})")
+    print(f"{'N':>6}  {'method':<20} {'seconds':>10}  {'/ scipy':>8}  {'/ t=None':>8}  "
+          f"(median of {repeats})")
     run(ns, repeats)
 
 

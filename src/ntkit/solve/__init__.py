@@ -8,6 +8,9 @@
 - :func:`cg_solve`: preconditioned conjugate gradients.
 - :func:`lanczos_eigsh`: the top eigenpairs of a symmetric operator given as a matrix-vector
   product (a large kernel's top spectrum, a loss's top Hessian eigenvalues).
+- :func:`lanczos_funm`: ``f(A) B`` for a symmetric PSD operator by Lanczos (the finite-time
+  predictions of ``ntkit.predict`` without an eigendecomposition), with
+  :func:`exp_krylov_steps`, the a priori step count for ``exp(-tau A) b``.
 - :class:`PSDSolver`: ``(K + ridge I)^+ B`` by Cholesky, falling back to the pseudo-inverse on
   the range for singular kernels, or by CG above :data:`CG_THRESHOLD` rows.
 - :func:`kernel_ridge`, :func:`centred_one_hot`: the ridge solve of the estimators and demo.
@@ -27,6 +30,9 @@ from ._eigh import eigh as eigh
 from ._eigh import rank_tolerance as rank_tolerance
 from ._krr import KRRModel as KRRModel
 from ._krr import krr as krr
+from ._krylov import FunmResult as FunmResult
+from ._krylov import exp_krylov_steps as exp_krylov_steps
+from ._krylov import lanczos_funm as lanczos_funm
 from ._lanczos import lanczos_eigsh as lanczos_eigsh
 from ._landmarks import sample_landmarks as sample_landmarks
 from ._psd import CG_THRESHOLD as CG_THRESHOLD
@@ -41,4 +47,5 @@ __all__ = [
     "CG_THRESHOLD", "JitterWarning", "NotPSDError", "CGConvergenceWarning",
     "kernel_ridge", "centred_one_hot",
     "krr", "KRRModel", "sample_landmarks",
+    "lanczos_funm", "exp_krylov_steps", "FunmResult",
 ]
