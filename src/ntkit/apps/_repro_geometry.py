@@ -17,7 +17,9 @@ activations with ``Y`` and with ``X``, recorded during training.
 
 The effect needs feature learning: the readout starts small (``readout_std``), so the hidden
 layer has to move to fit the targets. With a readout of standard size (``readout_std=1``) the
-network fits through the readout nearly lazily and the hidden geometry hardly changes.
+network fits through the readout nearly lazily and the hidden geometry hardly changes; a wider
+hidden layer is lazier too (under Adam each readout weight moves by about the learning rate per
+step, so the readout's share of the fit grows with the width).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def latent_factor_task(n_latent: int, n_relevant: int, input_dim: int, *, repeat
 
 def task_geometry(*, activations: Iterable[str] = ("tanh", "relu"),
                   seeds: Iterable[int] = range(5), n_latent: int = 5, n_relevant: int = 2,
-                  input_dim: int = 64, width: int = 256, repeats: int = 8,
+                  input_dim: int = 64, width: int = 64, repeats: int = 4,
                   noise: float = 0.2, steps: int = 1000, n_checkpoints: int = 12,
                   learning_rate: float = 2e-3, readout_std: float = 1e-3,
                   dtype: torch.dtype = torch.float64) -> GeometryRecord:
