@@ -4,4 +4,7 @@ coordinate check and learning-rate sweeps that test them, the top Hessian eigenv
 (sharpness), and the lazy/rich output scale.
 """
 
-__all__: list[str] = []
+from ._centered import Centered as Centered
+from ._centered import centered as centered
+
+__all__: list[str] = ["Centered", "centered"]
