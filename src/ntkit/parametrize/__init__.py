@@ -11,6 +11,10 @@ from ._abc import NTP as NTP
 from ._abc import SP as SP
 from ._abc import Exponents as Exponents
 from ._abc import get_abc as get_abc
+from ._attention import mup_attention_ as mup_attention_
+from ._attention import mup_attention_scale as mup_attention_scale
+from ._attention import mup_scaled_dot_product_attention as mup_scaled_dot_product_attention
+from ._attention import remove_mup_attention_ as remove_mup_attention_
 from ._plan import Multiplier as Multiplier
 from ._plan import ParamPlan as ParamPlan
 from ._plan import Plan as Plan
@@ -20,5 +24,6 @@ from ._roles import infer_widths as infer_widths
 
 __all__: list[str] = [
     "ABC", "MF", "MUP", "NTP", "SP", "Exponents", "Multiplier", "ParamPlan", "ParamWidth",
-    "Plan", "get_abc", "infer_widths", "plan",
+    "Plan", "get_abc", "infer_widths", "mup_attention_", "mup_attention_scale",
+    "mup_scaled_dot_product_attention", "plan", "remove_mup_attention_",
 ]
