@@ -165,4 +165,23 @@ def test_bad_model():
         centered(lambda x: x, 1.0)
     with pytest.raises(ValueError, match="no parameters"):
         centered(nn.Tanh(), 1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        Centered(_mlp(0), -1.0)  # the class checks as the function does
     assert isinstance(centered(_mlp(0), 1), Centered)
+
+
+def test_works_on_a_planned_model():
+    # A plan's multipliers are torch.nn.utils.parametrize parametrizations: the frozen copy
+    # holds their originals, and the output is zero at w0 and moves with training.
+    def mlp(width):
+        return nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 1)).double()
+
+    model = mlp(64)
+    nk.parametrize.plan(model, "mup", base=mlp(16)).apply_(
+        model, generator=torch.Generator().manual_seed(0))
+    h = centered(model, 3.0)
+    assert "2__parametrizations__weight__original" in dict(h.origin.named_buffers())
+    x, y = _data(3, 5)
+    assert torch.count_nonzero(h(x)) == 0
+    _train(h, x, y, lr=0.1, steps=2)
+    assert h(x).abs().max().item() > 0.0

@@ -96,7 +96,7 @@ def test_mup_raw_entk_keeps_only_the_hidden_layer():
     # Raw eNTK (no learning-rate weights) under muP, per layer, over the trace of the spec's
     # NTK: input and output parts fall like 1/width (slope -1 +- 0.2: their gradients carry
     # the output multiplier 1/r, so they are r^-1/2 of NTP's, whose parts are O(1) with
-    # O(width^-1/2) noise; measured -1.04 and -1.05); the hidden part is NTP's own, which
+    # O(width^-1/2) noise; measured -1.10 and -1.08); the hidden part is NTP's own, which
     # converges to c times the hidden layer's share of Theta_spec (an identity, 1e-10).
     x = _x()
     widths = (96, 768)

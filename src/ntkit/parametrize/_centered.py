@@ -24,7 +24,8 @@ __all__ = ["Centered", "centered"]
 
 
 class Centered(nn.Module):
-    """``alpha * (f(x; w) - f(x; w0))``; build it with :func:`centered`.
+    """``alpha * (f(x; w) - f(x; w0))``; see :func:`centered` (``Centered(model, alpha)`` is the
+    same call).
 
     Attributes: ``model`` (the wrapped module, its parameters ``w`` the trainable ones),
     ``alpha`` (float), ``loss_scale`` (``1 / alpha^2``), and the frozen initial parameters
@@ -33,6 +34,14 @@ class Centered(nn.Module):
     """
 
     def __init__(self, model: nn.Module, alpha: float):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        if not any(True for _ in model.parameters()):
+            raise ValueError("model has no parameters: there is nothing to centre or train")
+        alpha = real_number(alpha, "alpha")
+        # alpha^2 must neither overflow nor underflow: loss_scale is 1 / alpha^2.
+        if not (alpha > 0 and 0.0 < alpha * alpha < math.inf):
+            raise ValueError(f"alpha must be a number > 0 with 0 < alpha^2 < inf; got {alpha}")
         super().__init__()
         self.model = model
         self.alpha = alpha
@@ -103,12 +112,4 @@ def centered(model: nn.Module, alpha: float) -> Centered:
         >>> net[0].weight.grad.shape, sum(1 for _ in h.parameters())
         (torch.Size([16, 3]), 4)
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if not any(True for _ in model.parameters()):
-        raise ValueError("model has no parameters: there is nothing to centre or train")
-    alpha = real_number(alpha, "alpha")
-    # alpha^2 must neither overflow nor underflow: loss_scale is 1 / alpha^2.
-    if not (alpha > 0 and 0.0 < alpha * alpha < math.inf):
-        raise ValueError(f"alpha must be a number > 0 with 0 < alpha^2 < inf; got {alpha}")
     return Centered(model, alpha)
