@@ -30,7 +30,7 @@ from ntkit.parametrize import centered
 SMALL = os.environ.get("NTKIT_EXAMPLES_SMALL") == "1"
 D, WIDTH, P, EPS, ETA = (40, 100, 220, 0.1, 2.0) if SMALL else (100, 500, 550, 0.02, 10.0)
 ALPHAS = (1 / 16, 1 / 4, 1.0) if SMALL else (1 / 16, 1 / 4, 1.0, 4.0)
-STEPS = 1500 if SMALL else 15000
+STEPS = 1500 if SMALL else 20000
 torch.manual_seed(0)
 
 # %%
