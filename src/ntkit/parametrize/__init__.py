@@ -4,4 +4,7 @@ coordinate check and learning-rate sweeps that test them, the top Hessian eigenv
 (sharpness), and the lazy/rich output scale.
 """
 
-__all__: list[str] = []
+from ._sharpness import Sharpness as Sharpness
+from ._sharpness import sharpness as sharpness
+
+__all__ = ["Sharpness", "sharpness"]
