@@ -31,7 +31,7 @@ def flat(model):
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
     def unflatten(t):
-        return {n: s.view(sh) for n, s, sh in zip(names, t.split(sizes), shapes)}
+        return {n: s.view(sh) for n, s, sh in zip(names, t.split(sizes), shapes, strict=True)}
     return theta, unflatten
 
 
@@ -126,7 +126,7 @@ def test_frozen_parameters_are_constants():
     theta = torch.cat([params[n].detach().reshape(-1) for n in names])
 
     def loss(t):
-        free = {n: s.view(params[n].shape) for n, s in zip(names, t.split(sizes))}
+        free = {n: s.view(params[n].shape) for n, s in zip(names, t.split(sizes), strict=True)}
         return cross_entropy(functional_call(model, {**params, **free}, (x,)), y)
     want = torch.linalg.eigvalsh(hessian(loss)(theta))[-1]
     assert got.top == pytest.approx(float(want), rel=1e-6)

@@ -55,12 +55,12 @@ def sharpness(
     products ``H v``, each a reverse-mode derivative of the reverse-mode gradient
     (``torch.func.vjp`` of ``torch.func.grad`` on the flattened parameters, ``H`` being
     symmetric): the gradient's graph is built once, and each product is one backward pass
-    through it, about the cost of two forward passes. The parameters are every one with ``requires_grad=True``;
-    the others and the buffers are constants (a ``BatchNorm`` in training mode normalises
-    by the batch's statistics, a function of the parameters, and its running statistics are
-    not updated). The model's parameters, buffers
-    and ``.grad`` are left as they were. The model must be deterministic (``model.eval()``
-    for dropout), or the products are not those of one symmetric matrix.
+    through it, about the cost of two forward passes. The parameters are every one with
+    ``requires_grad=True``; the others and the buffers are constants (a ``BatchNorm`` in
+    training mode normalises by the batch's statistics, a function of the parameters, and
+    does not update its running statistics). The model's parameters, buffers and ``.grad``
+    are left as they were. The model must be deterministic (``model.eval()`` for dropout),
+    or the products are not those of one symmetric matrix.
 
     Scaling: the eigenvalues are those of the loss exactly as ``loss_fn`` reduces it, so a
     ``mean`` over the ``N`` examples gives ``1/N`` times the eigenvalues of a ``sum``. The
