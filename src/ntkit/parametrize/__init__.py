@@ -21,6 +21,9 @@ from ._plan import Plan as Plan
 from ._plan import plan as plan
 from ._roles import ParamWidth as ParamWidth
 from ._roles import infer_widths as infer_widths
+
+# isort: split
+# coordinate check, learning-rate sweeps, sharpness (branch param-tools)
 from ._coord import CoordCheck as CoordCheck
 from ._coord import coord_check as coord_check
 from ._sharpness import Sharpness as Sharpness

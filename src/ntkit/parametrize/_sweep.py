@@ -10,8 +10,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._coord import (check_base_width, check_data, check_int, check_optimizer, check_widths,
-                     default_loss, planned, seed_draws, train)
+from ._coord import (
+    check_base_width,
+    check_data,
+    check_int,
+    check_optimizer,
+    check_widths,
+    default_loss,
+    planned,
+    seed_draws,
+    train,
+)
 
 __all__ = ["LRSweep", "lr_sweep"]
 
@@ -158,8 +167,8 @@ def lr_sweep(
                 model, opt = planned(make_model, width, base, parametrization, lr=lr,
                                      optimizer=optimizer, opt_cls=opt_cls, seed=seed)
                 last = math.inf
-                for _, last in train(model, opt, x, y, loss_fn, steps, batch_size, seed):
-                    pass
+                for _step, value in train(model, opt, x, y, loss_fn, steps, batch_size, seed):
+                    last = value
                 if math.isfinite(last) and batch_size is not None:
                     with torch.no_grad():
                         last = float(loss_fn(model(x), y))
