@@ -154,3 +154,62 @@ def test_bad_inputs():
     frozen = nn.Linear(3, 3).double().requires_grad_(False)
     with pytest.raises(ValueError, match="requires_grad"):
         sharpness(frozen, cross_entropy, (x, y))
+
+
+def test_param_groups_precondition_by_learning_rates_on_a_planned_model():
+    # A muP plan installs multipliers by torch.nn.utils.parametrize and scales each layer's
+    # SGD rate; the preconditioned Hessian D^1/2 H D^1/2 (and the rate-weighted NTK J D J^T)
+    # are compared with explicit ones built from torch.func on the same parameters.
+    from ntkit.parametrize import plan
+
+    def mlp(w):
+        return nn.Sequential(nn.Linear(3, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(),
+                             nn.Linear(w, 3)).double()
+    model = mlp(16)
+    p = plan(model, "mup", base=mlp(8))
+    p.apply_(model, generator=torch.Generator().manual_seed(0))
+    groups = p.param_groups(1.0, optimizer="sgd")
+    assert len({g["lr"] for g in groups}) > 1      # the test needs unequal rates
+    x, y = batch()
+    got = sharpness(model, cross_entropy, (x, y), k=2, param_groups=groups,
+                    generator=torch.Generator().manual_seed(1))
+
+    rate = {id(q): g["lr"] for g in groups for q in g["params"]}
+    named = [(n, q) for n, q in model.named_parameters()]
+    sizes = [q.numel() for _, q in named]
+    theta = torch.cat([q.detach().reshape(-1) for _, q in named])
+    root = torch.cat([torch.full((q.numel(),), rate[id(q)] ** 0.5, dtype=torch.float64)
+                      for _, q in named])
+
+    def unflatten(t):
+        return {n: s.view(q.shape) for (n, q), s in zip(named, t.split(sizes), strict=True)}
+    h = hessian(lambda t: cross_entropy(functional_call(model, unflatten(t), (x,)), y))(theta)
+    want = torch.linalg.eigvalsh(root[:, None] * h * root[None, :]).flip(0)[:2]
+    torch.testing.assert_close(got.hessian, want, rtol=1e-6, atol=0)   # as in the first test
+    jac = jacrev(lambda t: functional_call(model, unflatten(t), (x,)))(theta)
+    jac = jac.reshape(-1, len(theta))
+    want_ntk = float(torch.linalg.eigvalsh((jac * root**2) @ jac.T)[-1])
+    assert got.ntk == pytest.approx(want_ntk, rel=1e-10)   # float64, two routes
+    # Without groups: the raw Hessian, different since the rates differ.
+    raw = sharpness(model, cross_entropy, (x, y), ntk=False,
+                    generator=torch.Generator().manual_seed(1))
+    assert raw.top == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=1e-6)
+    assert abs(raw.top - got.top) > 1e-3 * got.top
+
+
+def test_param_groups_bad_inputs():
+    model = tiny()
+    x, y = batch()
+    with pytest.raises(TypeError, match="param_groups"):
+        sharpness(model, cross_entropy, (x, y), param_groups={"params": [], "lr": 1.0})
+    with pytest.raises(ValueError, match="'params' and 'lr'"):
+        sharpness(model, cross_entropy, (x, y), param_groups=[{"params": model.parameters()}])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        sharpness(model, cross_entropy, (x, y),
+                  param_groups=[{"params": list(model.parameters()), "lr": 0.0}])
+    with pytest.raises(ValueError, match="more than one"):
+        sharpness(model, cross_entropy, (x, y),
+                  param_groups=[{"params": list(model.parameters()), "lr": 1.0}] * 2)
+    with pytest.raises(ValueError, match="not trainable parameters"):
+        sharpness(model, cross_entropy, (x, y),
+                  param_groups=[{"params": [torch.zeros(3, requires_grad=True)], "lr": 1.0}])

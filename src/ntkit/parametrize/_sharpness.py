@@ -24,7 +24,8 @@ class Sharpness:
     - ``hessian``: ``(k,)`` the largest Hessian eigenvalues of the loss, descending, in the
       parameters' dtype.
     - ``ntk``: the largest eigenvalue of the empirical NTK of the batch as an ``(N K, N K)``
-      matrix (``outputs="full"``, ``K`` output units), or ``None`` when not asked for.
+      matrix (``outputs="full"``, ``K`` output units; with ``param_groups``, each
+      parameter's term weighted by its learning rate), or ``None`` when not asked for.
     - ``loss``: the loss at these parameters.
     """
 
@@ -47,6 +48,7 @@ def sharpness(
     ntk: bool = True,
     tol: float | None = None,
     max_iter: int = 100,
+    param_groups: list[dict] | None = None,
     generator: torch.Generator | None = None,
 ) -> Sharpness:
     """Top-``k`` Hessian eigenvalues of ``loss_fn(model(x), y)`` at the current parameters.
@@ -88,6 +90,16 @@ def sharpness(
       ``min(max_iter, P)`` vectors of ``P`` entries); Ritz values after the last are
       returned even if not converged to ``tol``. The top eigenvalue of a network's Hessian
       is usually an outlier that converges in tens of steps.
+    - ``param_groups``: an optimizer's parameter groups (``[{"params": [...], "lr": ...}]``,
+      e.g. :meth:`Plan.param_groups`): the parameters are then those in the groups (the
+      others constants), and the eigenvalues are those of the preconditioned Hessian
+      ``D^1/2 H D^1/2``, ``D`` the diagonal of each parameter's learning rate. Gradient
+      descent with these rates is stable near a minimum while the top one is ``< 2``, and
+      it is the same for every abc-parametrization related by the symmetry
+      ``(a, b, c) -> (a + t, b - t, c - 2t)`` (TP4 §3), where the raw Hessian is not: under
+      muP the readout's raw Hessian shrinks with width while its learning rate grows. With
+      ``plan.param_groups(1.0, optimizer="sgd")`` compare the top eigenvalue with
+      ``2 / lr``.
     - ``generator``: for Lanczos' start vector, so a measurement can be repeated exactly.
 
     **Returns:** a :class:`Sharpness` ``(hessian (k,), ntk, loss)``.
@@ -120,13 +132,24 @@ def sharpness(
         raise ValueError(f"tol must be > 0, got {tol!r}")
 
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    rates = None
+    if param_groups is not None:
+        rates = _group_rates(param_groups)
+        named = [(name, p) for name, p in named if id(p) in rates]
+        unknown = set(rates) - {id(p) for _, p in named}
+        if unknown:
+            raise ValueError(f"param_groups holds {len(unknown)} tensors that are not "
+                             "trainable parameters of model")
     if not named:
-        raise ValueError("model has no parameter with requires_grad=True")
+        raise ValueError("model has no parameter with requires_grad=True"
+                         + (" in param_groups" if param_groups is not None else ""))
     dtype = named[0][1].dtype
     if any(p.dtype != dtype for _, p in named):
         raise ValueError("the trainable parameters of model must share one dtype, got "
                          f"{sorted({str(p.dtype) for _, p in named})}")
-    constants = {name: t.detach() for name, t in model.named_parameters() if not t.requires_grad}
+    trained = {id(p) for _, p in named}
+    constants = {name: t.detach() for name, t in model.named_parameters()
+                 if id(t) not in trained}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     names = [name for name, _ in named]
     shapes = [p.shape for _, p in named]
@@ -157,8 +180,15 @@ def sharpness(
     # tangent).
     _, pullback = vjp(grad(loss_at), theta0)
 
-    def hvp(v: Tensor) -> Tensor:
-        return pullback(v.to(dtype))[0]
+    if rates is None:
+        def hvp(v: Tensor) -> Tensor:
+            return pullback(v.to(dtype))[0]
+    else:
+        root = torch.cat([torch.full((p.numel(),), rates[id(p)] ** 0.5, dtype=dtype,
+                                     device=theta0.device) for _, p in named])
+
+        def hvp(v: Tensor) -> Tensor:
+            return root * pullback(root * v.to(dtype))[0]
 
     if tol is None:
         tol = torch.finfo(dtype).eps ** 0.5
@@ -166,7 +196,33 @@ def sharpness(
                              max_iter=max(k, min(max_iter, n)), generator=generator)
     top_ntk = None
     if ntk:
-        theta = empirical_ntk(model, x, outputs="full")   # (N, N, K, K)
+        # Theta = sum_p D_p J_p J_p^T over the trained parameters (D = I without groups): the
+        # kernel of gradient descent at these rates, one empirical NTK per learning rate.
+        by_rate: dict[float, set[int]] = {}
+        for _, p in named:
+            by_rate.setdefault(1.0 if rates is None else rates[id(p)], set()).add(id(p))
+        theta = sum(rate * empirical_ntk(model, x, outputs="full",
+                                         params=lambda _, p, ids=ids: id(p) in ids)
+                    for rate, ids in by_rate.items())   # (N, N, K, K)
         big = theta.permute(0, 2, 1, 3).reshape(theta.shape[0] * theta.shape[2], -1)
         top_ntk = float(torch.linalg.eigvalsh(big)[-1])
     return Sharpness(hessian=evals.detach(), ntk=top_ntk, loss=loss)
+
+
+def _group_rates(param_groups) -> dict[int, float]:
+    """``id(parameter) -> lr`` from torch.optim-style parameter groups."""
+    if isinstance(param_groups, dict) or not isinstance(param_groups, (list, tuple)):
+        raise TypeError("param_groups must be a list of {'params': [...], 'lr': float} dicts")
+    rates: dict[int, float] = {}
+    for group in param_groups:
+        if not isinstance(group, dict) or "params" not in group or "lr" not in group:
+            raise ValueError("each of param_groups must be a dict with 'params' and 'lr'")
+        lr = group["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 \
+                or lr == float("inf"):
+            raise ValueError(f"param_groups learning rates must be finite and > 0, got {lr!r}")
+        for p in group["params"]:
+            if id(p) in rates:
+                raise ValueError("a parameter appears in more than one of param_groups")
+            rates[id(p)] = float(lr)
+    return rates
