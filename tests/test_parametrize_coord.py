@@ -76,7 +76,7 @@ def test_record_against_direct_forward_pass(checks):
     got = checks["mup"].l1[1, 0, 0]
     # The same float32 forward pass (recorded in float64): rounding only.
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-6, atol=0)
-    assert checks["mup"].loss[1, 0, 0] == pytest.approx(float(cross_entropy(model(x), y)),
+    assert checks["mup"].loss[1, 0, 0] == pytest.approx(float(cross_entropy(model(x), y).detach()),
                                                         rel=1e-6)
     frame = checks["mup"].to_frame()
     assert len(frame) == 5 * 3 * 6 * 7
