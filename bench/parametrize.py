@@ -7,7 +7,8 @@
    (module ``6``) grows with width (slope > 0.3).
 2. Learning-rate transfer on scikit-learn's digits (1797 x 64, standardised): MLP
    ``64 - w - ReLU - w - ReLU - 10``, widths 64..2048, Adam on a log2 grid of base learning
-   rates, 3 seeds, minibatches of 128, final training loss on all 1797 examples. Printed: the
+   rates, 3 seeds, 60 steps on minibatches of 128 (``--sweep-steps``, ``--sweep-batch``),
+   final training loss on all 1797 examples. Printed: the
    loss table and the best learning rate per width; muP passes when it stays within a factor
    2 across widths. SP is the anchor: how far its best learning rate moves.
 3. Sharpness (Noci et al. 2024, "Why do Learning Rates Transfer?"): the same digits MLP
@@ -24,6 +25,7 @@ Plots are saved to ``--out``. Also printed: the run's 4096 x 4096 float32 matmul
 machine's yardstick, and the wall time. Run with nothing else busy:
 
     python bench/parametrize.py [--out bench/out/parametrize] [--quick]
+        [--sweep-steps 60] [--sweep-batch 128]
 """
 
 from __future__ import annotations
@@ -85,21 +87,23 @@ def coordinate_check(widths, seeds: int, out: Path) -> None:
     print(f"muP: max |slope| over all modules and steps 0..5 = {worst:.3f} "
           f"({'PASS' if worst < 0.1 else 'FAIL'} < 0.1); SP readout slope, min over steps "
           f"1..5 = {sp_readout:.3f} ({'PASS' if sp_readout > 0.3 else 'FAIL'} > 0.3)")
+    print("SP readout slope per step 1..5: " + ", ".join(
+        f"{checks['sp'].slopes(t)[readout]:.3f}" for t in range(1, 6)))
     for p, cc in checks.items():
         cc.plot(title=f"coordinate check: {p}").savefig(out / f"coord_check_{p}.png", dpi=100)
 
 
-def lr_transfer(widths, lrs, seeds: int, steps: int, out: Path) -> None:
+def lr_transfer(widths, lrs, seeds: int, steps: int, batch: int, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     data = digits()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     print(f"\n(2) learning-rate transfer: digits, MLP 64-w-w-10, Adam, {steps} steps of "
-          f"batch 128, {seeds} seeds; final training loss (mean over seeds)")
+          f"batch {batch}, {seeds} seeds; final training loss (mean over seeds)")
     for p, ax in zip(PARAMETRIZATIONS, axes, strict=True):
         t0 = time.perf_counter()
         sweep = lr_sweep(digits_mlp, widths, lrs, data, parametrization=p, steps=steps,
-                         optimizer="adam", seeds=seeds, batch_size=128,
+                         optimizer="adam", seeds=seeds, batch_size=batch,
                          generator=torch.Generator().manual_seed(2))
         print(f"{p} ({time.perf_counter() - t0:.0f} s)   lr = 2^k, k: "
               + " ".join(f"{round(math.log2(lr)):>6}" for lr in sweep.lrs))
@@ -171,6 +175,11 @@ def main() -> None:
     parser.add_argument("--out", default="bench/out/parametrize")
     parser.add_argument("--quick", action="store_true",
                         help="small widths and grids (a smoke run, not the acceptance)")
+    parser.add_argument("--sweep-steps", type=int, default=60,
+                        help="Adam steps per run of the learning-rate sweep")
+    parser.add_argument("--sweep-batch", type=int, default=128,
+                        help="minibatch size of the learning-rate sweep (its cost is linear "
+                             "in steps x batch)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,12 +189,12 @@ def main() -> None:
           f"({2 * 4096**3 / matmul / 1e9:.0f} GFLOP/s), torch threads {torch.get_num_threads()}")
     if args.quick:
         coordinate_check([64, 128, 256], 2, out)
-        lr_transfer([64, 256], [2.0**k for k in range(-11, -3)], 1, 30, out)
+        lr_transfer([64, 256], [2.0**k for k in range(-11, -3)], 1, 30, 128, out)
         sharpness_curves([64, 256], 20, 10, 1.0, out)
     else:
         coordinate_check([64, 128, 256, 512, 1024, 2048, 4096], 3, out)
-        lr_transfer([64, 128, 256, 512, 1024, 2048], [2.0**k for k in range(-11, -3)], 3, 60,
-                    out)
+        lr_transfer([64, 128, 256, 512, 1024, 2048], [2.0**k for k in range(-11, -3)], 3,
+                    args.sweep_steps, args.sweep_batch, out)
         sharpness_curves([64, 256, 1024], 200, 20, 1.0, out)
     print(f"\nplots in {out}/; wall time {time.perf_counter() - start:.0f} s")
 
