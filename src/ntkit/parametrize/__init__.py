@@ -17,16 +17,23 @@ from ._attention import mup_scaled_dot_product_attention as mup_scaled_dot_produ
 from ._attention import remove_mup_attention_ as remove_mup_attention_
 from ._centered import Centered as Centered
 from ._centered import centered as centered
+from ._coord import CoordCheck as CoordCheck
+from ._coord import coord_check as coord_check
 from ._plan import Multiplier as Multiplier
 from ._plan import ParamPlan as ParamPlan
 from ._plan import Plan as Plan
 from ._plan import plan as plan
 from ._roles import ParamWidth as ParamWidth
 from ._roles import infer_widths as infer_widths
+from ._sharpness import Sharpness as Sharpness
+from ._sharpness import sharpness as sharpness
+from ._sweep import LRSweep as LRSweep
+from ._sweep import lr_sweep as lr_sweep
 
 __all__: list[str] = [
     "ABC", "MF", "MUP", "NTP", "SP", "Exponents", "Multiplier", "ParamPlan", "ParamWidth",
     "Plan", "get_abc", "infer_widths", "mup_attention_", "mup_attention_scale",
     "mup_scaled_dot_product_attention", "plan", "remove_mup_attention_",
     "Centered", "centered",
+    "CoordCheck", "LRSweep", "Sharpness", "coord_check", "lr_sweep", "sharpness",
 ]
