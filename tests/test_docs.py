@@ -81,8 +81,9 @@ def test_example_pages_show_their_printed_results(site):
         "plot_uci_estimators": r"NTK: best \{.*\}, cross-validated accuracy 0\.\d+",
         "plot_learning_curve_from_ntk": r"n = +\d+: predicted \d\.\d+, measured \d\.\d+",
         "plot_mup_coord_check": r"mup: best learning rate per width \{64: ",
-        "plot_grokking_lazy_rich": r"alpha +[\d.e-]+: loss < 0\.1 x initial at step ~\d+ \(train\), "
-                                   r"~\d+ \(test\); alignment \d\.\d{3} -> \d\.\d{3}",
+        "plot_grokking_lazy_rich": r"alpha +[\d.e-]+: loss < 0\.1 x initial at step ~\d+ "
+                                   r"\(train\), ~\d+ \(test\); alignment \d\.\d{3} -> "
+                                   r"\d\.\d{3}",
         "plot_student_t_nngp": r"corruption \d\.\d: Student-t -?\d\.\d{3}; minus Gaussian NNGP "
                                r"\(sigma\^2 = 1\) [+-]\d\.\d{3} nats, minus tuned Gaussian "
                                r"[+-]\d\.\d{3} nats",
