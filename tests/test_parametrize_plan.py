@@ -353,3 +353,21 @@ def test_bad_input():
         p.apply_(mlp(16))
     with pytest.raises(ValueError, match="no nn.MultiheadAttention"):
         mup_attention_(mlp(8))
+
+
+def test_plan_refuses_an_ntk_parametrized_ntkit_twin():
+    # The twin scales its N(0, 1) weights by W_std / sqrt(fan_in) in its forward pass; a plan,
+    # whose scales are relative to PyTorch's default init, would scale them a second time.
+    from ntkit import layers as L
+
+    def spec(width, parametrization):
+        return L.serial(L.Dense(width, b_std=0.1, parametrization=parametrization), L.ReLU(),
+                        L.Dense(1, parametrization=parametrization))
+
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="parametrization='standard'"):
+        plan(spec(64, "ntk").module((4,), generator=g), "mup",
+             base=spec(16, "ntk").module((4,), generator=g))
+    p = plan(spec(64, "standard").module((4,), generator=g), "mup",
+             base=spec(16, "standard").module((4,), generator=g))
+    assert {q.width.role for q in p.params.values()} >= {"input", "output"}

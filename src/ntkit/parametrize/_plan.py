@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize as P
 
+from ..layers._twin import AffineTwin
 from ._abc import ABC, get_abc
 from ._roles import ParamWidth, infer_widths, named_parameters
 
@@ -257,6 +258,7 @@ def plan(model: nn.Module, parametrization: str | ABC, *, base: nn.Module | None
         >>> model = p.apply_(mlp(256), generator=torch.Generator().manual_seed(0))
     """
     abc = get_abc(parametrization)
+    _refuse_scaled_twins(model)
     widths_ = infer_widths(model, base=base, delta=delta, widths=widths, readout=readout)
     params = {}
     for name, w in widths_.items():
@@ -265,3 +267,19 @@ def plan(model: nn.Module, parametrization: str | ABC, *, base: nn.Module | None
         params[name] = ParamPlan(w, w.n ** -e.a, std, std / w.default_ratio,
                                  w.n ** -e.c_sgd, w.n ** -e.c_adam)
     return Plan(abc, params, named_parameters(model))
+
+
+def _refuse_scaled_twins(model: nn.Module) -> None:
+    """A plan's scales are relative to a PyTorch-style default init (std ``fan_in^-1/2``, no
+    forward multiplier). The finite twin of an ntkit ``Dense``/``Conv`` in the NTK
+    parametrization draws ``N(0, 1)`` at every width and multiplies by ``W_std / sqrt(fan_in)``
+    in its forward pass, so a plan would scale it twice; in the standard parametrization it is
+    an ordinary layer."""
+    for name, module in model.named_modules():
+        if isinstance(module, AffineTwin) and (module.weight_scale != 1.0
+                                               or module.bias_scale not in (0.0, 1.0)):
+            raise ValueError(
+                f"module {name or type(model).__name__!r} is the finite twin of an ntkit layer in "
+                f"the NTK parametrization: its forward pass already scales its weights by "
+                f"W_std / sqrt(fan_in), so a plan would scale them twice; build the twin with "
+                f"parametrization='standard' (L.Dense(..., parametrization='standard')) to plan it")
