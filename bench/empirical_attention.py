@@ -80,8 +80,8 @@ def main() -> None:
                                 "linear1": (D_MODEL + 1, args.ff),
                                 "linear2": (args.ff + 1, D_MODEL)}.items():
         k = args.outputs
-        gram = LENGTH ** 2 * (2 * d_in + 2 * k * d_out + k)
-        print(f"  {name:9s} Gram / Jacobian route FLOPs per pair: {gram / (2 * k * d_in * d_out):.1f}")
+        ratio = LENGTH ** 2 * (2 * d_in + 2 * k * d_out + k) / (2 * k * d_in * d_out)
+        print(f"  {name:9s} Gram / Jacobian route FLOPs per pair: {ratio:.1f}")
     print(f"{'route':12s} {'seconds':>8s} {'vs jacobian':>12s}")
     for name in ("jacobian", "structured", "floor"):
         print(f"{name:12s} {times[name]:8.3f} {times['jacobian'] / times[name]:11.2f}x")

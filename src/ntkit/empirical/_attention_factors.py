@@ -89,7 +89,7 @@ class MultiheadAttentionHandler(StructuredHandler):
         return None
 
     def split(self, m, args, kwargs, output):
-        call = {**dict(zip(_ARGS, args)), **kwargs}
+        call = {**dict(zip(_ARGS, args, strict=False)), **kwargs}
         query = call.get("query")
         if not (isinstance(query, Tensor) and call.get("key") is query
                 and call.get("value") is query):
