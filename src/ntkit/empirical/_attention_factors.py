@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ._factors import StructuredHandler, register_structured
 
-__all__ = ["MultiheadAttentionHandler"]
+__all__ = ["MultiheadAttentionHandler", "attend"]
 
 _ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
          "average_attn_weights", "is_causal")
@@ -55,6 +55,15 @@ def attend(z: Tensor, n_heads: int, attn_mask: Tensor | None = None,
 
     **Returns:** the heads' outputs concatenated, ``(N, L, E)``, and the attention weights
     ``(N, n_heads, L, L)``.
+
+    Example:
+        >>> import torch
+        >>> mha = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        >>> x = torch.randn(3, 5, 8)
+        >>> heads, weights = attend(torch.nn.functional.linear(x, mha.in_proj_weight,
+        ...                                                    mha.in_proj_bias), 2)
+        >>> bool(torch.allclose(mha.out_proj(heads), mha(x, x, x)[0], atol=1e-5))
+        True
     """
     n, length, width = z.shape
     e = width // 3
