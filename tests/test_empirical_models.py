@@ -106,11 +106,8 @@ ARCHITECTURES = {
     "cnn-stride-padding-groups": (_cnn, lambda: _inputs((2, 5, 5), n=5), set()),
     "cnn1d-batchnorm-groupnorm": (_cnn1d_batchnorm, lambda: _inputs((2, 6), n=5), set()),
     "residual-layernorm": (_residual, lambda: _inputs((4,), n=5), set()),
-    # MultiheadAttention uses its projection weights outside any module call.
-    "transformer": (_transformer, _tokens,
-                    {"positions", "block.self_attn.in_proj_weight",
-                     "block.self_attn.in_proj_bias", "block.self_attn.out_proj.weight",
-                     "block.self_attn.out_proj.bias"}),
+    # A parameter added directly in forward has no module call to factorise.
+    "transformer": (_transformer, _tokens, {"positions"}),
     # An Embedding and a Linear share a weight: different kinds, so no factorisation.
     "tied-embedding-head": (_tied_head, _tokens, {"embed.weight"}),
 }

@@ -11,6 +11,7 @@ per-layer Gram matrices instead of per-example Jacobians.
 torch.Size([4, 4])
 """
 
+from . import _attention_factors  # noqa: F401 - registers nn.MultiheadAttention
 from ._factors import StructuredHandler as StructuredHandler
 from ._factors import register_structured as register_structured
 from ._linearize import linearize as linearize

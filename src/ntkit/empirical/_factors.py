@@ -62,6 +62,12 @@ class StructuredHandler:
     verify, on the planning pass over two examples, that the recorded factors reproduce the
     module's output (a reason if not).
 
+    A module whose linear map sits inside its forward (``nn.MultiheadAttention``: the input
+    projection, then attention) overrides ``split``, which recomputes the call so that the
+    map's output ``z`` is a tensor of its own: ``g`` is then taken at ``z``, and the
+    recomputed output replaces the module's. ``parameters`` maps the module's own
+    parameter names to the roles ``"weight"`` and ``"bias"``.
+
     Example:
         >>> import torch
         >>> from torch import nn
@@ -89,6 +95,7 @@ class StructuredHandler:
     """
 
     kind: ClassVar[str] = ""
+    parameters: ClassVar[dict[str, str]] = {"weight": "weight", "bias": "bias"}
 
     def refuse(self, m: nn.Module) -> str | None:
         """Why this module instance is not supported (``None``: it is)."""
@@ -98,6 +105,14 @@ class StructuredHandler:
         """The call's feature from its first input ``x`` for ``n`` examples, or why it is
         refused."""
         raise NotImplementedError
+
+    def split(self, m: nn.Module, args: tuple, kwargs: dict,
+              output) -> tuple[Tensor, Tensor, object] | str | None:
+        """``None`` (the default): the module's output is the linear map's. Else the call
+        recomputed from its arguments as ``(x, z, output)``: the input ``x`` whose rows
+        ``record`` reads, the map's output ``z`` (batch first) and the module's output
+        computed from ``z``; or why this call is not factorised."""
+        return None
 
     def check(self, m: nn.Module, feature: Tensor, output: Tensor) -> str | None:
         """Why the factors of a call do not reproduce its ``output`` (``None``: they do)."""
@@ -180,7 +195,7 @@ def handler_for(m: nn.Module) -> StructuredHandler | None:
     if handler is None:
         return None
     own = {name for name, _ in m.named_parameters(recurse=False, remove_duplicate=False)}
-    if not own <= {"weight", "bias"} or handler.refuse(m):
+    if not own <= set(handler.parameters) or handler.refuse(m):
         return None
     return handler
 

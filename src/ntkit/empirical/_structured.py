@@ -112,19 +112,29 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
     n = x.shape[0]
     calls: dict[int, list[_Call]] = {i: [] for i in modules}
 
-    def hook(m: nn.Module, args: tuple, output):
-        x_in = args[0] if args else None
-        if not isinstance(output, Tensor) or x_in is None:
-            calls[id(m)].append(_Call("it was called without one tensor input and output",
-                                      None, None, None))
+    def hook(m: nn.Module, args: tuple, kwargs: dict, output):
+        handler = modules[id(m)].handler
+        split = handler.split(m, args, kwargs, output)
+        if isinstance(split, str):
+            calls[id(m)].append(_Call(split, None, None, None))
             return None
-        feature = modules[id(m)].handler.record(m, x_in, n)
-        # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the recorded
-        # output, or autograd would differentiate with respect to the modified tensor.
-        calls[id(m)].append(_Call(feature, x_in, getattr(x_in, "_version", None), output))
-        return output.clone()
+        if split is not None:  # the linear map's output z is inside the module's forward
+            x_in, z, output = split
+        else:
+            x_in = args[0] if args else None
+            if not isinstance(output, Tensor) or x_in is None:
+                calls[id(m)].append(_Call("it was called without one tensor input and "
+                                          "output", None, None, None))
+                return None
+            # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the
+            # recorded output, or autograd would differentiate w.r.t. the modified tensor.
+            z, output = output, output.clone()
+        feature = handler.record(m, x_in, n)
+        calls[id(m)].append(_Call(feature, x_in, getattr(x_in, "_version", None), z))
+        return output
 
-    handles = [h.module.register_forward_hook(hook) for h in modules.values()]
+    handles = [h.module.register_forward_hook(hook, with_kwargs=True)
+               for h in modules.values()]
     try:
         with torch.enable_grad():
             f = check_outputs(functional_call(model, (params, constants), (x,)), n)
@@ -211,7 +221,7 @@ def plan_structured(model: nn.Module, x: Tensor, *, selected: set[int], outputs:
         group = keyed.setdefault(key, _Group(handler, [], {}, sorted(call_list)))
         group.names.append(name)
         for m, attr in own:
-            group.roles.setdefault(id(m), []).append(attr)
+            group.roles.setdefault(id(m), []).append(handler.parameters[attr])
     groups = list(keyed.values())
     for g in groups:
         for roles in g.roles.values():

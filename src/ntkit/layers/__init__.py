@@ -12,6 +12,8 @@ torch.Size([4, 1])
 
 from ._activation import Activation as Activation
 from ._activation import Identity as Identity
+from ._attention import SelfAttention as SelfAttention
+from ._attention import SelfAttentionModule as SelfAttentionModule
 from ._base import Layer as Layer
 from ._closed_form import GELU as GELU
 from ._closed_form import ABReLU as ABReLU
@@ -59,6 +61,7 @@ from ._shape import Flatten as Flatten
 __all__ = [
     "Layer", "Activation",
     "Dense", "DenseModule", "Conv", "ConvModule",
+    "SelfAttention", "SelfAttentionModule",
     "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     "LayerNorm", "Dropout", "myrtle",
     "ReLU", "LeakyReLU", "ABReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Gaussian", "Identity",
