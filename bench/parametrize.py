@@ -1,7 +1,7 @@
 """Benchmark: ``ntkit.parametrize`` under muP against SP (issue 19's acceptance).
 
 1. Coordinate check (Yang et al. 2022, TP5 §D.1): a 3-hidden-layer ReLU MLP (16 inputs, 10
-   classes, 64 Gaussian examples) at widths 64..4096, 5 Adam steps at lr 3e-3 from base
+   classes, 64 Gaussian examples) at widths 64..4096, 5 Adam steps at lr 1e-3 from base
    width 64, 3 seeds. Printed: each module's slope of ``log mean|activation|`` in
    ``log width`` after 1 and 5 steps. muP passes when every |slope| < 0.1; SP's readout
    (module ``6``) grows with width (slope > 0.3).
@@ -68,13 +68,13 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 def coordinate_check(widths, seeds: int, out: Path) -> None:
     g = torch.Generator().manual_seed(0)
     data = torch.randn(64, 16, generator=g), torch.randint(0, 10, (64,), generator=g)
-    checks = {p: coord_check(mlp3, widths, data, parametrization=p, steps=5, lr=3e-3,
+    checks = {p: coord_check(mlp3, widths, data, parametrization=p, steps=5, lr=1e-3,
                              optimizer="adam", seeds=seeds,
                              generator=torch.Generator().manual_seed(1))
               for p in PARAMETRIZATIONS}
     modules = checks["mup"].modules
     print(f"\n(1) coordinate check: slope of log mean|activation| in log width, widths "
-          f"{widths[0]}..{widths[-1]}, 5 Adam steps, lr 3e-3, {seeds} seeds")
+          f"{widths[0]}..{widths[-1]}, 5 Adam steps, lr 1e-3, {seeds} seeds")
     print("module  " + "  ".join(f"{p} t={t}".rjust(9) for p in PARAMETRIZATIONS
                                   for t in (1, 5)))
     slopes = {(p, t): checks[p].slopes(t) for p in PARAMETRIZATIONS for t in (1, 5)}
