@@ -134,6 +134,10 @@ def test_bad_input():
         DKM(1, nu=1.0, n_inducing=5, activation="sin")
     with pytest.raises(ValueError, match="noise"):
         DKM(1, nu=1.0, n_inducing=5, noise=0.0)
+    with pytest.raises(ValueError, match="lr"):
+        DKM(1, nu=1.0, n_inducing=5, optimizer="adam", lr=0.0)
+    with pytest.raises(TypeError, match="y must be"):
+        DKM(1, nu=1.0, n_inducing=5).fit(x, y > 0)
     with pytest.raises(ValueError, match="optimizer"):
         DKM(1, nu=1.0, n_inducing=5, optimizer="sgd")
     dkm = DKM(1, nu=1.0, n_inducing=5, max_steps=1)
@@ -169,3 +173,12 @@ def test_reproduction_dkm_beats_the_nngp_reduced():
     dkm = np.mean([res.rmse["dkm"][n].mean() for n in names])
     nngp = np.mean([res.rmse["nngp"][n].mean() for n in names])
     assert dkm < nngp
+
+
+def test_adam_climbs_the_objective():
+    # Adam is offered for large problems; it is not monotone step by step, but 40 steps at
+    # lr 1e-2 from the prior must raise the objective (L-BFGS reaches more in fewer steps).
+    x, y, _ = _problem(n=80)
+    h = DKM(2, nu=2.0, n_inducing=25, optimizer="adam", lr=1e-2, max_steps=40,
+            tol=0.0).fit(x, y).objective_history_
+    assert h[-1] > h[0] + 1.0

@@ -116,6 +116,8 @@ class DKM:
             raise ValueError(f"max_steps must be an integer >= 0; got {max_steps!r}")
         self.max_steps = max_steps
         self.lr = real_number(lr, "lr")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0; got {lr}")
         self.tol = real_number(tol, "tol", minimum=0.0)
         self.random_state = int(random_state)
         self._map = GramMap(act, self.W_std, self.b_std)
@@ -226,8 +228,9 @@ class DKM:
 def _targets(y, n: int) -> Tensor:
     if isinstance(y, np.ndarray):
         y = torch.from_numpy(y)
-    if not isinstance(y, Tensor) or not (y.is_floating_point() or not y.dtype.is_complex):
-        raise TypeError(f"y must be a real torch.Tensor or numpy array; got {type(y).__name__}")
+    if not isinstance(y, Tensor) or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"y must be a real torch.Tensor or numpy array; got "
+                        f"{getattr(y, 'dtype', type(y).__name__)}")
     if y.ndim not in (1, 2) or y.shape[0] != n or y.numel() == 0:
         raise ValueError(f"y must have shape ({n},) or ({n}, k) to match X; got "
                          f"{tuple(y.shape)}")
