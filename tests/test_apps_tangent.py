@@ -197,3 +197,23 @@ def test_bad_inputs_raise_clear_errors():
         disentanglement_error(m, tau1, tau2, x1, x2[:, :1], alphas1=[1.0], alphas2=[1.0])
     with pytest.raises(TypeError, match="TaskVector"):
         disentanglement_error(m, dict(tau1), tau2, x1, x2, alphas1=[1.0], alphas2=[1.0])
+
+
+def test_reduced_reproduction_tangent_is_more_disentangled():
+    """The paper's claim at reduced size: tangent-space task vectors have a lower
+    disentanglement error than non-linear ones. Two tasks (90 and 180 degree rotations of
+    digits), three seeds, a 7 x 7 grid on [-3, 3]^2. Measured: non-linear 1.01, 1.00, 0.82;
+    tangent 0.59, 0.66, 0.66 (mean gap 0.30); we require a mean gap of at least 0.1, a third
+    of it, so that training that rounds differently on another CPU still passes while a
+    reversal or a tie fails."""
+    from ntkit.apps._repro_tangent import tangent_task_arithmetic
+
+    result = tangent_task_arithmetic(seeds=(0, 1, 2), tasks=("rot90", "rot180"), width=8,
+                                     pretrain_steps=150, finetune_steps=60, lr=3e-3,
+                                     tangent_lr=3e-3, n_alphas=7, n_xi=100)
+    xi = {mode: result.xi[mode].mean(axis=(1, 2, 3)) for mode in result.xi}
+    assert xi["non-linear"].mean() - xi["tangent"].mean() > 0.1, xi
+    # Both fine-tunings learned their tasks (chance is 0.1), so the comparison is meaningful.
+    assert result.single["tangent"].mean() > 0.4 and result.single["non-linear"].mean() > 0.4
+    with pytest.raises(ValueError, match="tasks must name"):
+        tangent_task_arithmetic(tasks=("rot90", "upside-down"))

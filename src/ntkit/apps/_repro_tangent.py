@@ -101,10 +101,10 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 
 
 def tangent_task_arithmetic(*, seeds: Sequence[int] = (0, 1, 2, 3, 4),
-                            tasks: Sequence[str] = ("rot90", "rot180", "rot270", "negative"),
+                            tasks: Sequence[str] = ("rot90", "rot180", "rot270", "mirror"),
                             width: int = 16, pretrain_steps: int = 600,
-                            finetune_steps: int = 200, lr: float = 1e-3,
-                            tangent_lr: float = 1e-3, batch_size: int = 128,
+                            finetune_steps: int = 200, lr: float = 3e-3,
+                            tangent_lr: float = 3e-3, batch_size: int = 128,
                             n_alphas: int = 13, n_xi: int = 200,
                             pairs: int | None = None) -> TangentResult:
     """Run the reproduction at the given size (see the module docstring).

@@ -8,7 +8,7 @@ subtracting one makes the model forget its task.
 Ortiz-Jiménez, Favero & Frossard ("Task Arithmetic in the Tangent Space: Improved Editing of
 Pre-Trained Models", NeurIPS 2023) explain when this works by *weight disentanglement*: each
 task vector changes the function only on its own task's inputs. They measure it with the
-disentanglement error of two tasks (their Eq. 4), with ``dist`` the prediction disagreement
+disentanglement error of two tasks, with ``dist`` the prediction disagreement
 ``1[argmax y != argmax y']`` for classifiers,
 
 ``xi(a1, a2) = sum_{t=1,2} E_{x ~ mu_t} dist(f(x; theta_0 + a_t tau_t),
@@ -361,7 +361,7 @@ def disentanglement_error(model: nn.Module, tau1: TaskVector, tau2: TaskVector, 
                           x2: Tensor, *, alphas1: Sequence[float],
                           alphas2: Sequence[float]) -> Tensor:
     """The weight disentanglement error ``xi(a1, a2)`` of two task vectors (Ortiz-Jiménez et
-    al. 2023, Eq. 4) on a grid of coefficients.
+    al. 2023) on a grid of coefficients.
 
     ``xi(a1, a2) = P_{x ~ x1}[pred(x; theta_0 + a1 tau1) != pred(x; theta_0 + a1 tau1 + a2
     tau2)] + P_{x ~ x2}[pred(x; theta_0 + a2 tau2) != pred(x; theta_0 + a1 tau1 + a2 tau2)]``:
