@@ -36,6 +36,27 @@ initialisation, batches); intervals are 95 % Student-t intervals over seeds.
 **Scale.** Millions of images and ~10^8 parameters there; 900 training images per task
 and ~4 x 10^4 parameters here, one shared head instead of one per task, rotations of one data
 set instead of eight data sets.
+
+**Result at full size** (5 seeds, 95 % intervals; the pre-trained model: 0.97 on upright
+digits, 0.27 on the tasks; single-task fine-tuning 0.94 non-linear, 0.95 tangent):
+
+| | non-linear | tangent |
+|---|---|---|
+| $\\xi$, mean over $[-3, 3]^2$ and 6 pairs | 0.890 ± 0.038 | **0.679 ± 0.048** |
+| $\\xi$, mean over $[0, 1]^2$ | **0.515 ± 0.062** | 0.614 ± 0.049 |
+| addition, absolute accuracy | 0.418 ± 0.030 | 0.423 ± 0.024 |
+| addition, normalised accuracy | 0.446 ± 0.030 | 0.448 ± 0.023 |
+| negation, target accuracy (control 0.95) | 0.213 ± 0.025 | 0.207 ± 0.022 |
+
+The paper's headline direction holds: over the whole $[-3, 3]^2$ grid the tangent task
+vectors are more disentangled (the intervals are disjoint). Its consequence does not: task
+addition and negation are the same within the intervals. The maps show why — the tangent
+model's lower error comes from the negative coefficients, while in the quadrant that task
+addition searches ($\\alpha \\in [0, 1]$) its error is *higher*. At our scale the four tasks share a
+40 k-parameter backbone and one head, so adding all four vectors costs half the single-task
+accuracy either way (0.94 to 0.42). The paper ties disentanglement to NTK eigenfunctions
+localised on each task's inputs, which large-scale pre-training produces; a small CNN
+pre-trained on 900 digits plausibly lacks them (we did not measure it).
 """
 
 import os
@@ -49,7 +70,7 @@ from ntkit.apps._repro_tangent import MODES, tangent_task_arithmetic
 # NTKIT_EXAMPLES_SMALL=1 runs every example at a reduced size (the docs build test uses it).
 SMALL = os.environ.get("NTKIT_EXAMPLES_SMALL") == "1"
 SIZE = (dict(seeds=(0, 1), tasks=("rot90", "rot180"), width=8, pretrain_steps=120,
-             finetune_steps=50, n_alphas=5, n_xi=100) if SMALL else
+             finetune_steps=50, n_alphas=7, n_xi=100) if SMALL else
         dict(seeds=(0, 1, 2, 3, 4), pretrain_steps=600, finetune_steps=200, n_alphas=13,
              n_xi=200))
 
@@ -83,6 +104,12 @@ xi_mean = {mode: result.xi[mode].mean(axis=(1, 2, 3)) for mode in MODES}
 print("disentanglement error (mean over [-3, 3]^2): non-linear {:.3f} ± {:.3f}, "
       "tangent {:.3f} ± {:.3f}".format(*interval(xi_mean["non-linear"]),
                                        *interval(xi_mean["tangent"])))
+# The quadrant that task addition searches (alpha in [0, 1]).
+near = (np.array(result.alphas) >= 0) & (np.array(result.alphas) <= 1)
+xi_near = {mode: result.xi[mode][:, :, near][:, :, :, near].mean(axis=(1, 2, 3))
+           for mode in MODES}
+print("disentanglement error on [0, 1]^2: non-linear {:.3f} ± {:.3f}, tangent {:.3f} ± "
+      "{:.3f}".format(*interval(xi_near["non-linear"]), *interval(xi_near["tangent"])))
 
 # %%
 # ## The figure
