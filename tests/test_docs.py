@@ -81,6 +81,9 @@ def test_example_pages_show_their_printed_results(site):
         "plot_uci_estimators": r"NTK: best \{.*\}, cross-validated accuracy 0\.\d+",
         "plot_learning_curve_from_ntk": r"n = +\d+: predicted \d\.\d+, measured \d\.\d+",
         "plot_mup_coord_check": r"mup: best learning rate per width \{64: ",
+        "plot_tangent_task_arithmetic": r"disentanglement error \(mean over \[-3, 3\]\^2\): "
+                                        r"non-linear \d\.\d+ ± \d\.\d+, tangent \d\.\d+ ± "
+                                        r"\d\.\d+",
         "plot_dkm_vs_nngp": r"DKM has the lower test RMSE than the exact NNGP on \d+ of \d+ sets",
         "plot_grokking_lazy_rich": r"alpha +[\d.e-]+: loss < 0\.1 x initial at step ~\d+ "
                                    r"\(train\), ~\d+ \(test\); alignment \d\.\d{3} -> "
