@@ -83,19 +83,32 @@ def deep_kernel(activation, cosine: Tensor, depth: int, *, kernel: str = "ntk") 
     c_w = deep_limit_class(act).C_W
     xi = torch.as_tensor(cosine, dtype=torch.float64).clamp(-1.0, 1.0)
     theta = xi.clone()  # the first Dense: NTK = NNGP = input cosine
+    ntk = kernel == "ntk"
     for _ in range(positive_int(depth, "depth")):
-        nngp, tdot = pair_means(act, 1.0, xi)
-        xi, theta = c_w * nngp, c_w * nngp + c_w * tdot * theta
-    return theta if kernel == "ntk" else xi
+        nngp, tdot = pair_means(act, 1.0, xi, ntk=ntk)
+        xi = c_w * nngp
+        if ntk:
+            theta = xi + c_w * tdot * theta
+    return theta if ntk else xi
 
 
 def deep_classifier(activation, depth: int, x_train: Tensor, y_train: Tensor,
                     x_test: Tensor, *, kernel: str = "ntk") -> Tensor:
     """Signs ``(n_test,)`` of the kernel regression predictor ``K(x, X) K(X, X)^+ y`` of
-    :func:`deep_kernel` (``ntkit.solve.PSDSolver``); inputs on the task's sphere."""
+    :func:`deep_kernel` (``ntkit.solve.PSDSolver``); inputs on the task's sphere.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> t = sphere_task(30, dim=2, noise=0.0, generator=g)
+        >>> p = deep_classifier("relu", 3, t.x[:20], t.y[:20], t.x[20:])
+        >>> p.shape, float((p == t.y[20:]).double().mean()) > 0.5
+        (torch.Size([10]), True)
+    """
     k_tt = deep_kernel(activation, _cosine(x_train, x_train), depth, kernel=kernel)
     k_st = deep_kernel(activation, _cosine(x_test, x_train), depth, kernel=kernel)
-    coef = PSDSolver(k_tt).solve(y_train[:, None])
+    # A ridge at round-off scale: the shallow kernels of polynomial activations have low rank
+    # (xi / 2 + xi^3 / 2 on 3-d inputs: rank <= 13), and are PSD only to round-off.
+    coef = PSDSolver(k_tt, diag_reg=1e-12 * float(k_tt.diagonal().mean())).solve(y_train[:, None])
     return torch.sign(k_st @ coef)[:, 0]
 
 

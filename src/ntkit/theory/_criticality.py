@@ -86,8 +86,7 @@ def criticality(activation, **kwargs) -> Criticality:
     **Returns:** a :class:`Criticality` record.
 
     **Raises:** ``ValueError`` for an unknown name, or an activation without a critical
-    initialization with ``C_b >= 0`` (e.g. ``sigmoid``, whose ``sigma(0) != 0``... and no
-    root).
+    initialization with ``C_b >= 0`` (e.g. ``sigmoid``).
 
     Example:
         >>> c = criticality("leaky_relu", negative_slope=0.5)
@@ -116,8 +115,8 @@ def criticality(activation, **kwargs) -> Criticality:
 
 
 def _a1(act, C_W: float) -> float:
-    """``a_1`` of ``C_W <sigma^2>_K = K + a_1 K^2 + O(K^3)`` (book ch. 5, the K* = 0 class), Richardson
-    extrapolated from ``K = 1e-3, 2e-3``."""
+    """``a_1`` of ``C_W <sigma^2>_K = K + a_1 K^2 + O(K^3)`` (book ch. 5, the ``K* = 0``
+    class), Richardson extrapolated from ``K = 1e-3, 2e-3``."""
     ks = torch.tensor([1e-3, 2e-3], dtype=torch.float64)
     g = (C_W * pair_means(act, ks)[0] - ks) / ks**2
     return float(2 * g[0] - g[1])
@@ -129,7 +128,7 @@ def _nonzero_fixed_point(act) -> Criticality:
 
     grid = [10 ** (-2 + 5 * i / 80) for i in range(81)]
     values = [gap(k) for k in grid]
-    for lo, hi, g_lo, g_hi in zip(grid, grid[1:], values, values[1:]):
+    for lo, hi, g_lo, g_hi in zip(grid, grid[1:], values, values[1:], strict=False):
         if g_lo == 0 or g_lo * g_hi < 0:
             k_star = _bisect(gap, lo, hi, g_lo)
             nngp, tdot = pair_means(act, k_star)

@@ -152,7 +152,7 @@ def deep_limit_kernel(activation, cosine, *, tol: float = 1e-7,
         todo &= ~near
         if not bool(todo.any()):
             break
-        xi = limit.C_W * pair_means(act, 1.0, xi)[0]
+        xi = limit.C_W * pair_means(act, 1.0, xi, ntk=False)[0]
     return h
 
 
@@ -172,6 +172,12 @@ class HermiteSeries:
                 out = out + (c / math.sqrt(math.factorial(i))) * cur
             prev, cur = cur, x * cur - i * prev  # He_{i+1} = x He_i - i He_{i-1}
         return out
+
+    def derivative(self) -> HermiteSeries:
+        """``phi'`` as a series: ``He_i' = i He_{i-1}``, so coefficient ``i - 1`` gets
+        ``coeffs[i] sqrt(i)``."""
+        return HermiteSeries(tuple(c * math.sqrt(i) for i, c in enumerate(self.coeffs)
+                                   if i) or (0.0,))
 
 
 # The paper's explicit activations (their normalised duals psi), by intrinsic dimension of the
@@ -211,7 +217,8 @@ def optimal_activation(dim: int) -> Elementwise:
     weights = _PAPER_DUALS.get(dim) or {1: _a1_sq(dim), 3: 1 - _a1_sq(dim)}
     degree = max(weights)
     coeffs = tuple(math.sqrt(weights.get(i, 0.0)) for i in range(degree + 1))
-    return Elementwise(HermiteSeries(coeffs), deg=degree + 1 + (degree + 1) % 2)
+    series = HermiteSeries(coeffs)
+    return Elementwise(series, d_fn=series.derivative(), deg=degree + 1 + (degree + 1) % 2)
 
 
 def _a1_sq(alpha: float) -> float:

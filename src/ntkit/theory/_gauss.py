@@ -51,13 +51,15 @@ def as_activation(activation, **kwargs) -> Activation:
                     f"{type(activation).__name__}")
 
 
-def pair_means(act: Activation, k, rho=None) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_means(act: Activation, k, rho=None, *,
+               ntk: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for ``u, v`` of variance ``k`` and covariance
-    ``rho * k`` (``rho = 1``: the same unit), as float64 tensors of the broadcast shape."""
+    ``rho * k`` (``rho = 1``: the same unit), as float64 tensors of the broadcast shape (the
+    second ``None`` unless ``ntk``)."""
     k = torch.as_tensor(k, dtype=_DTYPE)
     q12 = k.clone() if rho is None else torch.as_tensor(rho, dtype=_DTYPE) * k
     q12, k = torch.broadcast_tensors(q12, k)
-    nngp, tdot = act.expectations(q12.clone(), k.clone(), k.clone(), ntk=True)
+    nngp, tdot = act.expectations(q12.clone(), k.clone(), k.clone(), ntk=ntk)
     return nngp, tdot
 
 
