@@ -66,7 +66,7 @@ def test_bad_input():
     with pytest.raises(TypeError, match="only apply to an activation given by name"):
         criticality(L.ReLU(), negative_slope=0.1)
     with pytest.raises(ValueError, match="no critical initialization"):
-        criticality("sigmoid")
+        criticality(L.Erf(c=0.5))  # sigma(0) != 0 and no K* > 0 with C_b >= 0
     with pytest.raises(ValueError, match="K must be > 0"):
         susceptibilities("relu", 0.0, C_W=2.0)
     with pytest.raises(ValueError, match="C_W must be > 0"):

@@ -1,7 +1,5 @@
 """ntkit.theory deep-limit classifiers (Radhakrishnan, Belkin & Uhler, PNAS 2023)."""
 
-import math
-
 import pytest
 import torch
 

@@ -105,12 +105,13 @@ def test_off_criticality_tanh_rate_is_chi_parallel_at_the_fixed_point():
     # tanh, C_W = 1.5, C_b = 0.1: a nonlinear map, so the deviation ratio tends to
     # chi_parallel(K*) only as K -> K*. The Monte Carlo K follows the recursion within 4 SE
     # plus K / width (the O(1/n) shift of the mean kernel that the recursion leaves out).
-    r = kernel_recursion("tanh", 60, C_W=1.5, C_b=0.1, K0=0.8)
+    r = kernel_recursion("tanh", 40, C_W=1.5, C_b=0.1, K0=0.8)
     k_star = float(r.K[-1])
     chi = susceptibilities("tanh", k_star, C_W=1.5)[0]
     dev = r.K - k_star
-    assert float(dev[20] / dev[19]) == pytest.approx(chi, rel=1e-4)
-    assert float(r.chi_parallel[-1]) == pytest.approx(chi, rel=1e-9)
+    # At layer 15, |K - K*| ~ 1e-5: the ratio differs from its limit by O(1e-5).
+    assert float(dev[15] / dev[14]) == pytest.approx(chi, rel=1e-3)
+    assert float(r.chi_parallel[-1]) == pytest.approx(chi, rel=1e-7)
     width = 512
     g = torch.Generator().manual_seed(3)
     mc = preactivation_moments("tanh", width=width, depth=8, C_W=1.5, C_b=0.1, K0=0.8,

@@ -86,7 +86,7 @@ def criticality(activation, **kwargs) -> Criticality:
     **Returns:** a :class:`Criticality` record.
 
     **Raises:** ``ValueError`` for an unknown name, or an activation without a critical
-    initialization with ``C_b >= 0`` (e.g. ``sigmoid``).
+    initialization with ``C_b >= 0`` (e.g. ``L.Erf(c=0.5)``, ``sigmoid``).
 
     Example:
         >>> c = criticality("leaky_relu", negative_slope=0.5)

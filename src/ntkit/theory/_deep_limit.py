@@ -131,8 +131,8 @@ def deep_limit_kernel(activation, cosine, *, tol: float = 1e-7,
     Example:
         >>> import torch
         >>> h = deep_limit_kernel(optimal_activation(2), torch.tensor([0.0, 0.5, 0.9]))
-        >>> [round(v, 4) for v in h.tolist()]  # grows like (1 - xi)^-1 = 2 / |x - z|^2
-        [0.0, 0.6164, 4.6574]
+        >>> [round(v, 4) for v in h.tolist()]  # ~ 1 / (1 - xi) = 2 / |x - z|^2 near xi = 1
+        [0.0, 0.7136, 5.5912]
     """
     act = as_activation(activation)
     limit = deep_limit_class(act)

@@ -50,7 +50,7 @@ def kernel_recursion(activation, depth: int, *, C_W: float, C_b: float = 0.0,
 
     Example:
         >>> r = kernel_recursion("relu", 4, C_W=2.0, K0=1.5)
-        >>> r.K.tolist(), (r.V / r.K**2).tolist()
+        >>> r.K.tolist(), [round(v, 9) for v in (r.V / r.K**2).tolist()]
         ([1.5, 1.5, 1.5, 1.5], [0.0, 5.0, 10.0, 15.0])
     """
     act = as_activation(activation)
