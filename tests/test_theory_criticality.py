@@ -35,7 +35,7 @@ def test_k_star_zero_class(act, c_w):
 
 
 def test_gelu_matches_the_book():
-    # The book (sec. 5.3.4) quotes C_b ~ 0.17292 and C_W ~ 1.98305 for GELU: 5 digits.
+    # The book (ch. 5) quotes C_b ~ 0.17292 and C_W ~ 1.98305 for GELU: 5 digits.
     c = criticality("gelu")
     assert c.universality == "K*>0"
     assert c.C_b == pytest.approx(0.17292, abs=2e-5)

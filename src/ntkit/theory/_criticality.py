@@ -36,7 +36,7 @@ class Criticality:
       activation, critical at every ``K``.
     - ``universality``: ``"scale_invariant"`` (ReLU, leaky ReLU, ``|x|``), ``"K*=0"`` (tanh,
       erf, sin: ``sigma(0) = 0``, the kernel decays to 0 as a power law) or ``"K*>0"``
-      (GELU, SiLU: a nonzero critical fixed point, book sec. 5.3.4).
+      (GELU, SiLU: a nonzero critical fixed point, book ch. 5).
     """
 
     C_b: float
