@@ -81,6 +81,10 @@ def test_example_pages_show_their_printed_results(site):
         "plot_uci_estimators": r"NTK: best \{.*\}, cross-validated accuracy 0\.\d+",
         "plot_learning_curve_from_ntk": r"n = +\d+: predicted \d\.\d+, measured \d\.\d+",
         "plot_mup_coord_check": r"mup: best learning rate per width \{64: ",
+        "plot_criticality": r"relu width +\d+ depth \d+: n kappa4 / 3K\^2 = \d+\.\d+ \+- "
+                            r"\d+\.\d+ \(leading order \d+\.\d+\)",
+        "plot_deep_limit_classifiers": r"deep limit of relu, NTK: majority_vote \(alpha -\), "
+                                       r"agreement [01]\.\d+ at depth \d+",
         "plot_tangent_task_arithmetic": r"disentanglement error \(mean over \[-3, 3\]\^2\): "
                                         r"non-linear \d\.\d+ ± \d\.\d+, tangent \d\.\d+ ± "
                                         r"\d\.\d+",
