@@ -11,13 +11,8 @@ __version__ = "0.1.0"
 
 # Subpackages and modules imported on first attribute access, so that `import ntkit` stays
 # light (no scikit-learn, SciPy, zarr or dask until they are used).
-<<<<<<< HEAD
 _LAZY = ("analysis", "apps", "cli", "datasets", "dkm", "empirical", "estimators", "family",
-         "features", "parametrize", "predict", "solve", "tiles")
-=======
-_LAZY = ("analysis", "apps", "cli", "datasets", "empirical", "estimators", "family",
          "features", "parametrize", "predict", "solve", "theory", "tiles")
->>>>>>> theory
 
 __all__ = ["Kernel", "empirical_nngp", "empirical_ntk", "layers", "linearize", "taylor",
            "__version__", *_LAZY]
