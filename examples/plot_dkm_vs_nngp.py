@@ -41,9 +41,9 @@ from ntkit.solve import JitterWarning
 
 # NTKIT_EXAMPLES_SMALL=1 runs every example at a reduced size (the docs build test uses it).
 SMALL = os.environ.get("NTKIT_EXAMPLES_SMALL") == "1"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci-dev"
-if not DATA.is_dir():  # examples run from the repository root by the docs build
-    DATA = Path("..", "shared", "data", "uci-dev").resolve()
+# The UCI folder: $NTKIT_UCI_DIR, else ../shared/data/uci-dev next to the repository (examples
+# run from its root); without it only diabetes is used.
+DATA = Path(os.environ.get("NTKIT_UCI_DIR", Path("..", "shared", "data", "uci-dev"))).resolve()
 NAMES = tuple(n for n in DATASETS if n == "diabetes" or DATA.is_dir())
 if SMALL:
     NAMES = tuple(n for n in ("diabetes", "vertebral-column-3clases") if n in NAMES)
