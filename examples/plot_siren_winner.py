@@ -25,8 +25,8 @@ the target's energy in its top eigenvectors. `s0_max` is rescaled from the paper
 eigenvectors), and WINNER is far ahead early in training; at our small sizes plain SIREN
 still catches up and passes it later (it has enough parameters per sample to escape the
 bottleneck), so the paper's final-PSNR advantage, measured on long audio, is not reproduced
-at this scale. **Scale:** 1-D signals of 1024 samples and a 64 x 64 image with three hidden
-layers of 128 units, against audio of ~10^5 samples and 256-unit networks in the paper.
+at this scale. **Scale:** a 1-D signal of 512 samples and a 32 x 32 image with three hidden
+layers of 64 units, against audio of ~10^5 samples and 256-unit networks in the paper.
 """
 
 import os
@@ -38,11 +38,11 @@ from ntkit.apps._repro_siren import broadband_signal, grey_image, siren_vs_winne
 
 # NTKIT_EXAMPLES_SMALL=1 runs every example at a reduced size (the docs build test uses it).
 SMALL = os.environ.get("NTKIT_EXAMPLES_SMALL") == "1"
-N = 128 if SMALL else 1024
-SIDE = 16 if SMALL else 64
-WIDTH = 32 if SMALL else 128
+N = 128 if SMALL else 512
+SIDE = 16 if SMALL else 32
+WIDTH = 32 if SMALL else 64
 SEEDS = 2 if SMALL else 3
-STEPS = 60 if SMALL else 1000
+STEPS = 60 if SMALL else 600
 
 # %%
 # ## The two fits
