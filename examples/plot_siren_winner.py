@@ -27,8 +27,10 @@ init is 0.002 for SIREN and 0.144 for WINNER) and WINNER escapes the bottleneck 
 size (55.5 vs 54.5 dB at step 600), so the paper's lasting gap, measured on long audio, is not
 reproduced here. On the image (centroid 0.32, mostly low frequencies) WINNER puts *less* of
 the target in the top eigenvectors (0.16 vs 0.42), starts slower (17.2 vs 21.1 dB at step
-75) and ends higher (52.1 vs 39.9 dB at step 300). **Scale:** a 1-D signal of 512 samples and a 32 x 32 image with three hidden
-layers of 64 units, against audio of ~10^5 samples and 256-unit networks in the paper.
+75) and ends higher (52.1 vs 39.9 dB at step 300).
+
+**Scale:** a 1-D signal of 512 samples and a 32 x 32 image with three hidden layers of 64
+units, against audio of ~10^5 samples and 256-unit networks in the paper.
 """
 
 import os
