@@ -57,6 +57,13 @@ from ._serialize import register_layer as register_layer
 from ._serialize import save_spec as save_spec
 from ._serialize import spec_hash as spec_hash
 from ._shape import Flatten as Flatten
+from ._siren import SirenInput as SirenInput
+from ._siren import SirenInputModule as SirenInputModule
+from ._siren import UniformDense as UniformDense
+from ._siren import siren as siren
+from ._winner import spectral_centroid as spectral_centroid
+from ._winner import winner_init_ as winner_init_
+from ._winner import winner_noise_scales as winner_noise_scales
 
 __all__ = [
     "Layer", "Activation",
@@ -70,4 +77,6 @@ __all__ = [
     "from_dict", "from_json", "load_spec", "save_spec", "spec_hash", "SPEC_VERSION", "SPEC_LIMITS",
     "ACTIVATIONS", "activation", "register_activation",
     "register_layer", "FIELD_KINDS",
+    "siren", "SirenInput", "SirenInputModule", "UniformDense",
+    "spectral_centroid", "winner_noise_scales", "winner_init_",
 ]
