@@ -81,6 +81,9 @@ def test_example_pages_show_their_printed_results(site):
         "plot_uci_estimators": r"NTK: best \{.*\}, cross-validated accuracy 0\.\d+",
         "plot_learning_curve_from_ntk": r"n = +\d+: predicted \d\.\d+, measured \d\.\d+",
         "plot_mup_coord_check": r"mup: best learning rate per width \{64: ",
+        "plot_siren_winner": r"siren-winner (broadband 1-D|china\.jpg): top-\d+ eNTK energy SIREN "
+                             r"[\d.]+ WINNER [\d.]+; PSNR at step \d+ SIREN [\d.]+ WINNER [\d.]+ "
+                             r"dB; at step \d+ SIREN [\d.]+ WINNER [\d.]+ dB",
         "plot_criticality": r"relu width +\d+ depth \d+: n kappa4 / 3K\^2 = \d+\.\d+ \+- "
                             r"\d+\.\d+ \(leading order \d+\.\d+\)",
         "plot_deep_limit_classifiers": r"deep limit of relu, NTK: majority_vote \(alpha -\), "
