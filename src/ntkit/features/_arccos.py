@@ -147,7 +147,30 @@ class ArcCosineFeatures(RandomFeatureMap):
         return z
 
 
-class NNGPFeatures(RandomFeatureMap):
+class DenseReLUFeatureMap(RandomFeatureMap):
+    """The hyperparameters shared by the feature maps of ``depth`` times (Dense(W_std, b_std),
+    ReLU) followed by Dense(1, W_std, b_std) in ntkit's conventions (:class:`NNGPFeatures`,
+    :class:`~ntkit.features.NTKFeatures`): one place for their constraints and ``__init__``.
+    """
+
+    _parameter_constraints: dict = {
+        **RandomFeatureMap._parameter_constraints,
+        "depth": _DEPTH,
+        "W_std": _W_STD,
+        "b_std": _B_STD,
+    }
+
+    def __init__(self, n_components: int = 100, *, depth: int = 1, W_std: float = 1.0,
+                 b_std: float = 0.0, random_state=None):
+        super().__init__()
+        self.n_components = n_components
+        self.depth = depth
+        self.W_std = W_std
+        self.b_std = b_std
+        self.random_state = random_state
+
+
+class NNGPFeatures(DenseReLUFeatureMap):
     """Random features of the NNGP of ``depth`` times ``(Dense(W_std, b_std), ReLU)`` then
     ``Dense(1, W_std, b_std)``, in ntkit's conventions (input kernel ``x.x'/d``).
 
@@ -180,22 +203,6 @@ class NNGPFeatures(RandomFeatureMap):
         >>> bool(err.abs().max() < 0.1 * net.kernel(x).nngp.max())
         True
     """
-
-    _parameter_constraints: dict = {
-        **RandomFeatureMap._parameter_constraints,
-        "depth": _DEPTH,
-        "W_std": _W_STD,
-        "b_std": _B_STD,
-    }
-
-    def __init__(self, n_components: int = 100, *, depth: int = 1, W_std: float = 1.0,
-                 b_std: float = 0.0, random_state=None):
-        super().__init__()
-        self.n_components = n_components
-        self.depth = depth
-        self.W_std = W_std
-        self.b_std = b_std
-        self.random_state = random_state
 
     def _check_hyper(self, d):
         check_dense_params(self, minimum=1)

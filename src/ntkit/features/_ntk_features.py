@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import torch
 
-from ._arccos import _B_STD, _DEPTH, _W_STD, check_dense_params, dense
-from ._base import RandomFeatureMap
+from ._arccos import DenseReLUFeatureMap, check_dense_params, dense
 from ._sketch import draw_tensor_srht, tensor_srht
 
 __all__ = ["NTKFeatures"]
 
 
-class NTKFeatures(RandomFeatureMap):
+class NTKFeatures(DenseReLUFeatureMap):
     """Random features of the NTK of ``depth`` times ``(Dense(W_std, b_std), ReLU)`` then
     ``Dense(1, W_std, b_std)`` in ntkit's conventions (Zandieh et al. 2021, NTK random features).
 
@@ -58,22 +57,6 @@ class NTKFeatures(RandomFeatureMap):
         >>> bool(((phi(x) @ phi(x).T - ntk).abs() < 0.05 * ntk.diagonal().max()).all())
         True
     """
-
-    _parameter_constraints: dict = {
-        **RandomFeatureMap._parameter_constraints,
-        "depth": _DEPTH,
-        "W_std": _W_STD,
-        "b_std": _B_STD,
-    }
-
-    def __init__(self, n_components: int = 100, *, depth: int = 1, W_std: float = 1.0,
-                 b_std: float = 0.0, random_state=None):
-        super().__init__()
-        self.n_components = n_components
-        self.depth = depth
-        self.W_std = W_std
-        self.b_std = b_std
-        self.random_state = random_state
 
     def _split(self) -> tuple[int, int, int]:
         """``(c, h, r)``: bias columns, arc-cosine features, sketch features."""
