@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
-from ..features._base import torch_generator
+from .._random import torch_generator
 from ..layers import ACTIVATIONS, Activation, Layer, activation
 from ..solve import centred_one_hot, kernel_ridge, krr, sample_landmarks
 from ..solve._landmarks import as_kernel_fn

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import all_finite
-from ._base import torch_generator
+from .._random import torch_generator
 from ._favor import gaussian_projection, positive_random_features
 
 __all__ = ["LinearAttention", "linear_attention"]

@@ -17,9 +17,10 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import validate_data
 from torch import Tensor
 
+from .._random import torch_generator
 from ..solve import eigh
 from ..solve._landmarks import SAMPLINGS, as_kernel_fn, sample_landmarks
-from ._base import RandomFeatureMap, torch_generator
+from ._base import RandomFeatureMap
 
 __all__ = ["Nystroem"]
 

@@ -16,9 +16,10 @@ from torch import Tensor
 
 from .._bytes import parse_bytes
 from .._checks import all_finite, as_inputs
+from .._random import torch_generator
 from ._cholesky import cho_solve, cholesky
 from ._falkon import BlockData, falkon, gram_products, stream
-from ._landmarks import as_generator, as_kernel_fn, sample_landmarks
+from ._landmarks import as_kernel_fn, sample_landmarks
 
 __all__ = ["KRRModel", "METHODS", "krr"]
 
@@ -90,8 +91,9 @@ def krr(kernel, X, y, *, method: str = "nystrom_pcg", landmarks=1000, sampling: 
       process), ``"processes"``, ``"dask"`` (a 2-worker LocalCluster), a scheduler address
       ``"tcp://host:8786"`` (``TimeoutError`` if none answers within ``timeout`` seconds) or a
       ``distributed.Client``.
-    - ``progress``: a tqdm bar per FALKON iteration; ``random_state``: ``None``, an int or a
-      ``torch.Generator``, for the landmarks.
+    - ``progress``: a tqdm bar per FALKON iteration; ``random_state``: as for the feature maps
+      (``None``: seeded from torch's global generator; an int; a NumPy random state; or a
+      ``torch.Generator``), for the landmarks.
 
     **Returns:** a :class:`KRRModel`; ``model.predict(X_new)`` streams blocks too.
 
@@ -181,7 +183,7 @@ def _landmarks(kernel_fn, x: Tensor, landmarks, sampling: str, random_state):
         raise TypeError(f"landmarks must be an int or an (M, d) array of points; got "
                         f"{type(landmarks).__name__}")
     idx = sample_landmarks(kernel_fn, x, int(landmarks), sampling=sampling,
-                           generator=as_generator(random_state))
+                           generator=torch_generator(random_state))
     return x[idx], idx
 
 

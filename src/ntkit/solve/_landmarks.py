@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .._checks import all_finite
 
-__all__ = ["SAMPLINGS", "as_kernel_fn", "as_generator", "sample_landmarks"]
+__all__ = ["SAMPLINGS", "as_kernel_fn", "sample_landmarks"]
 
 SAMPLINGS = ("uniform", "rls")
 
@@ -101,22 +101,6 @@ def as_kernel_fn(kernel, *, get: str = "ntk"):
         return CallableKernel(kernel)
     raise TypeError(f"kernel must be an ntkit.layers network or a callable k(x1, x2); got "
                     f"{type(kernel).__name__}")
-
-
-def as_generator(random_state) -> torch.Generator:
-    """A CPU ``torch.Generator`` from ``random_state``: ``None`` (fresh entropy), an int seed,
-    or a ``torch.Generator`` (used as is)."""
-    if isinstance(random_state, torch.Generator):
-        return random_state
-    g = torch.Generator()
-    if random_state is None:
-        g.seed()
-    elif isinstance(random_state, int) and not isinstance(random_state, bool):
-        g.manual_seed(random_state)
-    else:
-        raise TypeError(f"random_state must be None, an int or a torch.Generator; got "
-                        f"{random_state!r}")
-    return g
 
 
 def sample_landmarks(kernel_fn, x: Tensor, m: int, *, sampling: str = "uniform",
