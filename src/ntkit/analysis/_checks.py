@@ -23,6 +23,18 @@ from ..solve._checks import roundoff
 SYMMETRY_TOLERANCE = 1e3
 
 
+def as_float_tensor(x, name: str) -> Tensor:
+    """``x`` (a tensor or NumPy array, float32 or float64) as a tensor, without a copy when it
+    already is one; a ``TypeError`` naming ``name`` otherwise."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array; got {type(x).__name__}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64; got {x.dtype}")
+    return x
+
+
 def as_kernel(k, name: str = "K", *, multi_output: bool = True) -> Tensor:
     """``k`` checked as a kernel matrix, in its own layout: ``(N, N)`` or ``(N, N, O, O)``.
 
@@ -34,12 +46,7 @@ def as_kernel(k, name: str = "K", *, multi_output: bool = True) -> Tensor:
     non-empty, finite and symmetric: ``max|K - K^T| <= 1e3 * eps * max|K|`` (for a 4-D kernel,
     ``K[i, j, a, b] = K[j, i, b, a]``). Use :func:`flatten` for the ``(N O, N O)`` matrix.
     """
-    if isinstance(k, np.ndarray):
-        k = torch.from_numpy(k)
-    if not isinstance(k, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array; got {type(k).__name__}")
-    if k.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64; got {k.dtype}")
+    k = as_float_tensor(k, name)
     square = k.ndim == 2 and k.shape[0] == k.shape[1]
     multi = k.ndim == 4 and k.shape[0] == k.shape[1] and k.shape[2] == k.shape[3]
     if not (square or (multi and multi_output)):
@@ -111,13 +118,7 @@ def as_eigenvalues(evals, name: str) -> Tensor:
     Without the matrix, the round-off scale is ``n eps max|lambda|``: an eigenvalue below
     its negative raises, one at or below its positive is set to 0.
     """
-    if isinstance(evals, np.ndarray):
-        evals = torch.from_numpy(evals)
-    if not isinstance(evals, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array; got "
-                        f"{type(evals).__name__}")
-    if evals.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64; got {evals.dtype}")
+    evals = as_float_tensor(evals, name)
     if evals.ndim != 1 or evals.numel() == 0:
         raise ValueError(f"{name} must be a non-empty 1-D tensor of eigenvalues; got shape "
                          f"{tuple(evals.shape)}")

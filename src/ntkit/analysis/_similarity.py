@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .._checks import all_finite
-from ._checks import as_kernel, flatten
+from ._checks import as_float_tensor, as_kernel, flatten
 
 __all__ = [
     "centered_alignment", "centered_target_alignment", "cka", "cka_from_kernels", "hsic",
@@ -339,12 +339,7 @@ def _normalised(kl: float, kk: float, ll: float, n1: str, n2: str, unbiased: boo
 
 
 def _representation(X, name: str) -> Tensor:
-    if isinstance(X, np.ndarray):
-        X = torch.from_numpy(X)
-    if not isinstance(X, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array; got {type(X).__name__}")
-    if X.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64; got {X.dtype}")
+    X = as_float_tensor(X, name)
     if X.ndim < 2 or X.shape[0] == 0 or X[0].numel() == 0:
         raise ValueError(f"{name} must be a non-empty representation (N, features...); got "
                          f"shape {tuple(X.shape)}")
