@@ -177,13 +177,11 @@ def coord_check(
         ['0', '1', '2', '3', '4']
     """
     widths = check_widths(widths)
-    check_int(steps, "steps", 1)
-    check_int(seeds, "seeds", 1)
-    x, y = check_data(data, batch_size)
-    base = check_base_width(base_width, widths)
-    opt_cls = check_optimizer(optimizer)
-    loss_fn = default_loss(y) if loss_fn is None else loss_fn
-    draws = seed_draws(seeds, generator)
+    run = prepare_runs(widths, data, steps=steps, seeds=seeds, batch_size=batch_size,
+                       base_width=base_width, optimizer=optimizer, loss_fn=loss_fn,
+                       generator=generator)
+    x, y, base, opt_cls, loss_fn, draws = (run.x, run.y, run.base, run.opt_cls, run.loss_fn,
+                                           run.draws)
 
     names: tuple[str, ...] | None = None
     l1 = torch.full((len(widths), seeds, steps + 1, 0), float("nan"), dtype=torch.float64)
@@ -212,8 +210,38 @@ def coord_check(
             finally:
                 for h in handles:
                     h.remove()
-    name = getattr(parametrization, "name", parametrization)
-    return CoordCheck(str(name), widths, names or (), steps, l1, losses)
+    return CoordCheck(parametrization_name(parametrization), widths, names or (), steps, l1,
+                      losses)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """What :func:`coord_check` and ``lr_sweep`` train with, once their arguments are checked:
+    the data, the base width, the optimizer class, the loss and one seed per repeat."""
+
+    x: Tensor
+    y: Tensor
+    base: int
+    opt_cls: type
+    loss_fn: Callable
+    draws: list[int]
+
+
+def prepare_runs(widths: tuple[int, ...], data, *, steps: int, seeds: int,
+                 batch_size: int | None, base_width, optimizer: str, loss_fn,
+                 generator: torch.Generator | None) -> Runs:
+    """The arguments shared by :func:`coord_check` and ``lr_sweep``, checked (clear errors
+    naming each) and resolved to a :class:`Runs`."""
+    check_int(steps, "steps", 1)
+    check_int(seeds, "seeds", 1)
+    x, y = check_data(data, batch_size)
+    return Runs(x, y, check_base_width(base_width, widths), check_optimizer(optimizer),
+                default_loss(y) if loss_fn is None else loss_fn, seed_draws(seeds, generator))
+
+
+def parametrization_name(parametrization) -> str:
+    """``"mup"`` for ``"mup"``, an :class:`~._abc.ABC`'s ``name`` for an ABC."""
+    return str(getattr(parametrization, "name", parametrization))
 
 
 def _recorder(name: str, into: dict[str, float]):

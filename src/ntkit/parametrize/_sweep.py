@@ -10,17 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._coord import (
-    check_base_width,
-    check_data,
-    check_int,
-    check_optimizer,
-    check_widths,
-    default_loss,
-    planned,
-    seed_draws,
-    train,
-)
+from ._coord import check_widths, parametrization_name, planned, prepare_runs, train
 
 __all__ = ["LRSweep", "lr_sweep"]
 
@@ -152,13 +142,11 @@ def lr_sweep(
                 or lr <= 0:
             raise ValueError(f"lrs must be finite numbers > 0, got {lr!r} in {list(lrs)}")
     lrs = tuple(sorted(float(lr) for lr in lrs))
-    check_int(steps, "steps", 1)
-    check_int(seeds, "seeds", 1)
-    x, y = check_data(data, batch_size)
-    base = check_base_width(base_width, widths)
-    opt_cls = check_optimizer(optimizer)
-    loss_fn = default_loss(y) if loss_fn is None else loss_fn
-    draws = seed_draws(seeds, generator)
+    run = prepare_runs(widths, data, steps=steps, seeds=seeds, batch_size=batch_size,
+                       base_width=base_width, optimizer=optimizer, loss_fn=loss_fn,
+                       generator=generator)
+    x, y, base, opt_cls, loss_fn, draws = (run.x, run.y, run.base, run.opt_cls, run.loss_fn,
+                                           run.draws)
 
     loss = torch.full((len(widths), len(lrs), seeds), math.inf, dtype=torch.float64)
     for i, width in enumerate(widths):
@@ -174,5 +162,4 @@ def lr_sweep(
                         last = float(loss_fn(model(x), y))
                 if math.isfinite(last):   # full batch: the last forward pass was on all data
                     loss[i, j, s] = last
-    name = getattr(parametrization, "name", parametrization)
-    return LRSweep(str(name), widths, lrs, loss)
+    return LRSweep(parametrization_name(parametrization), widths, lrs, loss)
