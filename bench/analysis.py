@@ -18,6 +18,7 @@ the run's own 4096 x 4096 float64 matmul and the eigendecompositions' times. Plo
 ``--out``. Run with nothing else busy:
 
     python bench/analysis.py [--out bench/out/analysis] [--trials 20] [--pool 3000] [--quick]
+    python bench/analysis.py --extras   # d = 4 eigenlearning, spectrum eigh vs Lanczos
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ntkit.analysis import (
     plot_learning_curve,
     power_law_exponent,
     rf_learning_curve,
+    spectrum,
 )
 
 NET = L.serial(L.Dense(512, W_std=math.sqrt(2), b_std=0.1), L.ReLU(),
@@ -46,9 +48,9 @@ NET = L.serial(L.Dense(512, W_std=math.sqrt(2), b_std=0.1), L.ReLU(),
 D, NOISE = 16, 0.1
 
 
-def sphere(m: int, g: torch.Generator) -> torch.Tensor:
-    x = torch.randn(m, D, generator=g, dtype=torch.float64)
-    return x / x.norm(dim=1, keepdim=True) * math.sqrt(D)
+def sphere(m: int, g: torch.Generator, d: int = D) -> torch.Tensor:
+    x = torch.randn(m, d, generator=g, dtype=torch.float64)
+    return x / x.norm(dim=1, keepdim=True) * math.sqrt(d)
 
 
 def sphere_target(x: torch.Tensor) -> torch.Tensor:
@@ -60,14 +62,14 @@ def krr_mse(k_all: torch.Tensor, n: int, y: torch.Tensor, f_test: torch.Tensor) 
     return float(((k_all[n:] @ c - f_test) ** 2).mean())
 
 
-def digits_task(ns, trials: int) -> dict:
+def digits_task(ns, trials: int, digit: int = 0) -> dict:
     from sklearn.datasets import load_digits
 
     pixels, labels = load_digits(return_X_y=True)
     x = torch.tensor(pixels, dtype=torch.float64)
     x = x - x.mean(0)
     x = x / x.norm(dim=1, keepdim=True) * 8.0
-    f = torch.tensor(labels == 0, dtype=torch.float64)
+    f = torch.tensor(labels == digit, dtype=torch.float64)
     k = NET.kernel(x, get="ntk").ntk
     t = time.perf_counter()
     lam, v = eigensystem(k, f)
@@ -79,7 +81,8 @@ def digits_task(ns, trials: int) -> dict:
         for r in range(trials):
             idx = torch.randperm(len(x), generator=g)[:n]
             measured[r, j] = krr_mse(torch.cat([k[idx][:, idx], k[:, idx]]), n, f[idx], f)
-    return {"name": "digits (P = 1797)", "lam": lam, "eig_s": seconds, "ns": ns,
+    return {"name": f"digits (P = 1797), target 'is it a {digit}'", "lam": lam,
+            "eig_s": seconds, "ns": ns,
             "predicted": predicted, "measured": measured}
 
 
@@ -130,6 +133,48 @@ def rf_task(ks, n: int, ridge: float, trials: int, pool: int):
     return predicted, measured
 
 
+def low_dimension(d: int, pool: int, trials: int, *, ridge: float, noise: float) -> None:
+    """Eigenlearning in low input dimension (docs/learning_curves.md, "Low dimension"): the
+    pool is the measure, training sets are drawn from it, the error is over the whole pool."""
+    g = torch.Generator().manual_seed(0)
+    x = sphere(pool, g, d)
+    k = NET.kernel(x, get="ntk").ntk
+    f = sphere_target(x)
+    lam, v = eigensystem(k, f)
+    ns = [50, 200, 800]
+    predicted = learning_curve(lam, v, ns, ridge=ridge, noise=noise).test_mse.numpy()
+    measured = np.zeros((trials, len(ns)))
+    for j, n in enumerate(ns):
+        for r in range(trials):
+            idx = torch.randperm(pool, generator=g)[:n]
+            y = f[idx] + math.sqrt(noise) * torch.randn(n, generator=g, dtype=x.dtype)
+            a = k[idx][:, idx].clone()
+            a.diagonal().add_(ridge)
+            fit = k[:, idx] @ torch.linalg.solve(a, y)
+            measured[r, j] = float(((fit - f) ** 2).mean()) + noise
+    print(f"\nsphere d={d} (pool {pool} as the measure), ridge {ridge:g}, noise {noise:g}")
+    print_curve("n", ns, predicted, measured)
+
+
+def spectrum_routes(n: int, ks) -> None:
+    """Time of all eigenpairs by eigh against the top k by Lanczos (the ``spectrum`` auto
+    rule, Lanczos for ``N >= 1000`` and ``k <= N / 10``), and their largest difference."""
+    g = torch.Generator().manual_seed(0)
+    k_mat = NET.kernel(sphere(n, g), get="ntk").ntk
+    t = time.perf_counter()
+    full = spectrum(k_mat, method="eigh")
+    t_eigh = time.perf_counter() - t
+    print(f"\nspectrum of an N = {n} NTK: eigh (all eigenpairs) {t_eigh:.2f} s")
+    for k in ks:
+        t = time.perf_counter()
+        top = spectrum(k_mat, k, method="lanczos", generator=torch.Generator().manual_seed(1))
+        t_k = time.perf_counter() - t
+        err = float(((top.eigenvalues - full.eigenvalues[:k]).abs()
+                     / full.eigenvalues[:k]).max())
+        print(f"  top {k:>4} by Lanczos {t_k:7.2f} s ({t_eigh / t_k:5.1f}x faster), "
+              f"max relative difference {err:.1e}")
+
+
 def print_curve(label: str, xs, predicted, measured) -> None:
     print(f"  {label:>6} {'predicted':>10} {'measured':>10} {'+- s.e.':>8} {'pred/meas':>9}")
     for x, p, m in zip(xs, predicted, measured.T, strict=True):
@@ -143,6 +188,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--pool", type=int, default=3000)
     parser.add_argument("--quick", action="store_true", help="pool 1500, 10 trials")
+    parser.add_argument("--extras", action="store_true",
+                        help="only the low-dimension eigenlearning runs (d = 4) and the "
+                             "spectrum routes' timing")
     args = parser.parse_args()
     if args.quick:
         args.pool, args.trials = 1500, 10
@@ -150,6 +198,17 @@ def main() -> None:
     matmul = matmul_seconds(torch.float64)
     print(f"yardstick: 4096 x 4096 float64 matmul {matmul:.3f} s, torch threads "
           f"{torch.get_num_threads()}")
+    if args.extras:
+        low_dimension(4, args.pool, args.trials, ridge=1e-3, noise=0.0)
+        low_dimension(4, args.pool, args.trials, ridge=0.0, noise=NOISE)
+        print("\ndigits, every one-vs-rest target: predicted / measured at n = 50, 200, 400 "
+              "(40 training sets)")
+        for digit in range(10):
+            task = digits_task([50, 200, 400], 40, digit)
+            ratios = task["predicted"] / task["measured"].mean(0)
+            print(f"  {digit}: " + ", ".join(f"{r:.3f}" for r in ratios))
+        spectrum_routes(2000, (10, 50, 200))
+        return
 
     digits = digits_task([25, 50, 100, 200, 400, 800], args.trials)
     ns = [50, 100, 200, 400, 800] if args.pool >= 2000 else [50, 100, 200, 400]
