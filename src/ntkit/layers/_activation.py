@@ -34,6 +34,18 @@ class Activation(Layer):
         Must not modify its arguments."""
         raise NotImplementedError
 
+    def expectations_into(self, q12: Tensor, q11: Tensor, q22: Tensor, *, out: Tensor,
+                          tdot: Tensor | None, scratch: Tensor) -> None:
+        """:meth:`expectations` written into buffers of the pairs' shape: ``out`` receives
+        ``E[phi(u) phi(v)]`` (it may be ``q12`` itself), ``tdot`` (unless ``None``)
+        ``E[phi'(u) phi'(v)]``; ``scratch`` is working space. The fused fully connected chain
+        (``_fc_chain``) calls it on reused buffers. This default allocates (it calls
+        :meth:`expectations`); closed forms override it to work in place."""
+        nngp, t = self.expectations(q12, q11, q22, ntk=tdot is not None)
+        out.copy_(nngp)
+        if tdot is not None:
+            tdot.copy_(t)
+
     def out_shape(self, in_shape):
         return self._one(in_shape)
 

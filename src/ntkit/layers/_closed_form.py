@@ -29,7 +29,17 @@ def _check_reals(layer, *names: str) -> None:
 
 
 def _angle(q12: Tensor, q11: Tensor, q22: Tensor) -> tuple[Tensor, Tensor]:
-    """``(S, theta)``: ``S = sqrt(q11 q22 - q12^2)``, ``theta = arccos(q12 / sqrt(q11 q22))``.
+    """``(S, theta)``: ``S = sqrt(q11 q22 - q12^2)``, ``theta = arccos(q12 / sqrt(q11 q22))``
+    (broadcast), in new tensors; see :func:`_angle_into`."""
+    shape = torch.broadcast_shapes(q12.shape, q11.shape, q22.shape)
+    s, theta = q12.new_empty(shape), q12.new_empty(shape)
+    _angle_into(q12, q11, q22, s=s, theta=theta)
+    return s, theta
+
+
+def _angle_into(q12: Tensor, q11: Tensor, q22: Tensor, *, s: Tensor, theta: Tensor) -> None:
+    """``S = sqrt(q11 q22 - q12^2)`` into ``s`` and ``theta = arccos(q12 / sqrt(q11 q22))``
+    into ``theta`` (buffers of the broadcast shape, distinct from the arguments).
 
     ``atan2`` keeps the angle accurate near ``c = 1``, where ``arccos`` turns one rounding
     error of ``c`` into ``sqrt(eps)``; at ``q11 q22 = q12^2`` exactly (the diagonal when x1 is
@@ -38,11 +48,11 @@ def _angle(q12: Tensor, q11: Tensor, q22: Tensor) -> tuple[Tensor, Tensor]:
     """
     # Two rounded products, not addcmul: a fused multiply-add leaves the rounding error of
     # q11 q22 behind at q11 = q22 = q12, and its square root (~1e-8 q) would be the angle.
-    s = (q11 * q22 - q12 * q12).clamp_(min=0.0).sqrt_()
-    theta = torch.atan2(s, q12)
+    torch.mul(q11, q22, out=s)
+    s.sub_(torch.mul(q12, q12, out=theta)).clamp_(min=0.0).sqrt_()
+    torch.atan2(s, q12, out=theta)
     if bool((q11 == 0).any()) or bool((q22 == 0).any()):
-        theta = torch.where((s == 0) & (q12 == 0), torch.full_like(theta, math.pi / 2), theta)
-    return s, theta
+        torch.where((s == 0) & (q12 == 0), math.pi / 2, theta, out=theta)
 
 
 @register_layer(fields={"a": "real", "b": "real"}, required=("a", "b"))
@@ -64,11 +74,19 @@ class ABReLU(Activation):
         return torch.where(x < 0, self.a * x, self.b * x)
 
     def expectations(self, q12, q11, q22, *, ntk):
-        f = (self.a - self.b) ** 2 / (2 * math.pi)
-        s, theta = _angle(q12, q11, q22)
-        tdot = theta.mul_(-f).add_((self.a**2 + self.b**2) / 2)
-        nngp = torch.addcmul(s.mul_(f), tdot, q12)
+        shape = torch.broadcast_shapes(q12.shape, q11.shape, q22.shape)
+        nngp, tdot = q12.new_empty(shape), q12.new_empty(shape)
+        self.expectations_into(q12, q11, q22, out=nngp, tdot=tdot, scratch=nngp)
         return nngp, (tdot if ntk else None)
+
+    def expectations_into(self, q12, q11, q22, *, out, tdot, scratch):
+        f = (self.a - self.b) ** 2 / (2 * math.pi)
+        s = scratch
+        # theta lands in tdot (or, for the NNGP alone, in `out` when that is not q12).
+        theta = tdot if tdot is not None else (out if out is not q12 else torch.empty_like(s))
+        _angle_into(q12, q11, q22, s=s, theta=theta)
+        theta.mul_(-f).add_((self.a**2 + self.b**2) / 2)  # now E[phi' phi']
+        torch.addcmul(s.mul_(f), theta, q12, out=out)
 
 
 @register_layer(fields={"a": "real", "b": "real"})
@@ -150,14 +168,21 @@ class Erf(Activation):
         return self.a * torch.erf(self.b * x) + self.c
 
     def expectations(self, q12, q11, q22, *, ntk):
-        b2 = self.b**2
-        p = (1 + 2 * b2 * q11) * (1 + 2 * b2 * q22)
-        r = torch.addcmul(p, q12, q12, value=-4 * b2 * b2).clamp_(min=0.0).sqrt_()
-        nngp = torch.atan2(q12 * (2 * b2), r).mul_(self.a**2 * 2 / math.pi)
-        if self.c:
-            nngp.add_(self.c**2)
-        tdot = r.reciprocal_().mul_(self.a**2 * b2 * 4 / math.pi) if ntk else None
+        shape = torch.broadcast_shapes(q12.shape, q11.shape, q22.shape)
+        nngp = q12.new_empty(shape)
+        tdot = q12.new_empty(shape) if ntk else None
+        self.expectations_into(q12, q11, q22, out=nngp, tdot=tdot, scratch=q12.new_empty(shape))
         return nngp, tdot
+
+    def expectations_into(self, q12, q11, q22, *, out, tdot, scratch):
+        b2 = self.b**2
+        r = torch.mul(1 + 2 * b2 * q11, 1 + 2 * b2 * q22, out=scratch)
+        r.addcmul_(q12, q12, value=-4 * b2 * b2).clamp_(min=0.0).sqrt_()
+        torch.atan2(torch.mul(q12, 2 * b2, out=out), r, out=out).mul_(self.a**2 * 2 / math.pi)
+        if self.c:
+            out.add_(self.c**2)
+        if tdot is not None:
+            torch.reciprocal(r, out=tdot).mul_(self.a**2 * b2 * 4 / math.pi)
 
 
 @register_layer

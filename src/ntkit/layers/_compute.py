@@ -70,15 +70,15 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
 
     var1 = input_variances(x1, diagonal_spatial=diag_sp)
     var2 = None if x2 is None else input_variances(x2, diagonal_spatial=diag_sp)
+    block = block_function(planned, x1, need_ntk=need_ntk, diag_sp=diag_sp)
 
     def run(i: int, j: int | None, diag: bool = False) -> Kernel:
         """The kernel map on rows ``i:i+bs`` of x1 and rows ``j:j+bs`` of x2 (None: same)."""
         rows = slice(i, i + bs)
         cols = None if j is None else slice(j, j + bs)
         other, other_var = (x1, var1) if x2 is None else (x2, var2)
-        return kernel_block(planned, x1[rows], None if cols is None else other[cols],
-                            var1[rows], None if cols is None else other_var[cols],
-                            need_ntk=need_ntk, diag_sp=diag_sp, diagonal=diag)
+        return block(x1[rows], None if cols is None else other[cols], var1[rows],
+                     None if cols is None else other_var[cols], diagonal=diag)
 
     starts1 = range(0, x1.shape[0], bs)
     n1 = x1.shape[0]
@@ -128,6 +128,29 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
     ), out.finite()
 
 
+def block_function(planned: LayerProtocol, x1: Tensor, *, need_ntk: bool, diag_sp: bool):
+    """``f(x1, x2, var1, var2, *, diagonal=False) -> Kernel``: :func:`kernel_block` of
+    ``planned`` for inputs like ``x1`` (a batch or its blocks), by the fused in-place chain of
+    ``_fc_chain`` when the network is a fully connected chain of ``Dense`` and closed-form
+    activations. Its results may be views of buffers that the next call overwrites: copy
+    them out (``_Assembly.put``) before calling again."""
+    def general(a, b, va, vb, *, need_ntk=need_ntk, diagonal=False):
+        return kernel_block(planned, a, b, va, vb, need_ntk=need_ntk, diag_sp=diag_sp,
+                            diagonal=diagonal)
+
+    # Imported here: the layer classes it inspects import this module (through Layer).
+    from ._fc_chain import FCChain
+
+    chain = FCChain.of(planned, general) if x1.ndim == 2 else None
+    if chain is None:
+        return general
+
+    def fused(a, b, va, vb, *, diagonal=False):
+        return chain.kernel_block(a, b, va, vb, need_ntk=need_ntk, diagonal=diagonal)
+
+    return fused
+
+
 def kernel_block(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Tensor,
                  var2: Tensor | None, *, need_ntk: bool, diag_sp: bool,
                  diagonal: bool = False) -> Kernel:
@@ -171,16 +194,15 @@ def kernel_tile(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Ten
         n1 = a.shape[0]
         n2 = n1 if b is None else b.shape[0]
         out = _Assembly(n1, n2, symmetric=b is None, need_ntk=need_ntk, dtype=x1.dtype)
+        block = block_function(planned, a, need_ntk=need_ntk, diag_sp=diag_sp)
         for i in range(0, n1, batch_size):
             for j in range(i if b is None else 0, n2, batch_size):
                 rows, cols = slice(i, i + batch_size), slice(j, j + batch_size)
                 if b is None and i == j:
-                    k = kernel_block(planned, a[rows], None, v1[rows], None, need_ntk=need_ntk,
-                                     diag_sp=diag_sp)
+                    k = block(a[rows], None, v1[rows], None)
                 else:
                     other, other_var = (a, v1) if b is None else (b, v2)
-                    k = kernel_block(planned, a[rows], other[cols], v1[rows], other_var[cols],
-                                     need_ntk=need_ntk, diag_sp=diag_sp)
+                    k = block(a[rows], other[cols], v1[rows], other_var[cols])
                 out.put(k, i, j)
         return (out.nngp, out.ntk), out.finite()
 

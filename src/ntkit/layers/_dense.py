@@ -84,25 +84,14 @@ class Dense(Layer):
     def kernel_fn(self, k: Kernel) -> Kernel:
         k = self._one(k)
         self.out_shape(k.shape1[1:])
-        w2 = self.W_std**2
-        b2 = (self.b_std or 0.0) ** 2
-        nngp = _affine(k.nngp, w2, b2)
-        ntk = k.ntk
-        if ntk is not None:
-            if self.parametrization == "ntk":
-                # A 0-d NTK is the zero of the inputs: Theta = K_new, shared (never mutated).
-                ntk = nngp if ntk.ndim == 0 else torch.add(nngp, ntk, alpha=w2)
-            else:
-                # Standard parametrization: d z / d W = x, so this layer adds in * K_in.
-                ntk = torch.add(k.nngp * k.shape1[1], ntk, alpha=w2)
-                if self.b_std is not None:
-                    ntk = ntk + 1.0
+        nngp, ntk = self.update(k.nngp, k.ntk, fan_in=k.shape1[1])
+        w2, b2 = self._variances()
         token = fresh_token()
         return k.replace(
             nngp=nngp,
             ntk=ntk,
-            cov1=_affine(k.cov1, w2, b2),
-            cov2=None if k.cov2 is None else _affine(k.cov2, w2, b2),
+            cov1=affine(k.cov1, w2, b2),
+            cov2=None if k.cov2 is None else affine(k.cov2, w2, b2),
             shape1=(k.shape1[0], self.out_features),
             shape2=(k.shape2[0], self.out_features),
             is_gaussian=True,
@@ -115,9 +104,36 @@ class Dense(Layer):
                            parametrization=self.parametrization, generator=generator,
                            dtype=dtype)
 
+    def _variances(self) -> tuple[float, float]:
+        return self.W_std**2, (self.b_std or 0.0) ** 2
 
-def _affine(x: Tensor, w2: float, b2: float) -> Tensor:
-    out = x * w2
+    def update(self, nngp: Tensor, ntk: Tensor | None, *, fan_in: int,
+               out: tuple[Tensor, Tensor | None] | None = None
+               ) -> tuple[Tensor, Tensor | None]:
+        """``(nngp, ntk)`` after this layer from those before it (``ntk`` ``None``: not asked;
+        0-d: the zero NTK of the inputs), with ``fan_in`` input features. ``out`` receives
+        them in place (they may be ``nngp`` and ``ntk`` themselves: the fused fully connected
+        chain of ``_fc_chain`` works so); ``None`` allocates new tensors."""
+        w2, b2 = self._variances()
+        o_nngp, o_ntk = (None, None) if out is None else out
+        if ntk is not None and self.parametrization == "standard":
+            # d z / d W = x, so this layer adds in * K_in (the input's nngp: update it first).
+            new_ntk = torch.add(nngp * fan_in, ntk, alpha=w2, out=o_ntk)
+            if self.b_std is not None:
+                new_ntk.add_(1.0)
+            return affine(nngp, w2, b2, out=o_nngp), new_ntk
+        new = affine(nngp, w2, b2, out=o_nngp)
+        if ntk is None:
+            return new, None
+        if ntk.ndim == 0:
+            # The zero NTK of the inputs: Theta = K_new (shared, never mutated, unless `out`).
+            return new, (new if o_ntk is None else o_ntk.copy_(new))
+        return new, torch.add(new, ntk, alpha=w2, out=o_ntk)
+
+
+def affine(x: Tensor, w2: float, b2: float, *, out: Tensor | None = None) -> Tensor:
+    """``w2 x + b2``, into ``out`` when given (which may be ``x``)."""
+    out = torch.mul(x, w2, out=out)
     return out.add_(b2) if b2 else out
 
 

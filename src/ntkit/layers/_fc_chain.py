@@ -1,0 +1,136 @@
+"""Fully connected networks evaluated block by block in reused buffers.
+
+A fully connected network's kernel map is, after the input Gram matrix, a chain of per-entry
+updates: ``Dense`` is affine in ``(nngp, ntk)``, a nonlinearity maps each entry through its
+Gaussian expectations. :func:`compute_kernel` runs it on cache-sized blocks; through the
+layers' ``kernel_fn`` every step allocates fresh block-sized tensors, and allocations of that
+size go back and forth to the operating system (each one page-faults its memory anew) and
+leave the cache. Here the same formulas (:meth:`Dense.update`,
+:meth:`Activation.expectations_into`: one source for both routes) run in place on four
+buffers allocated once per computation, which is what brings a fully connected kernel close
+to the cost of its Gram matrix (``bench/kernels_fc.py``).
+
+Used for networks that are a flat chain of ``Dense`` and activations that take their
+expectations from :meth:`Activation.expectations_into` (every layer in ``_closed_form``);
+anything else (images, fan-out, composed or numerical nonlinearities, normalization) takes the
+general route, and so does ``diagonal=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..kernel import Kernel, restore_diagonal
+from ._activation import Activation
+from ._combinators import Serial
+from ._dense import Dense, affine
+
+__all__ = ["FCChain"]
+
+
+class FCChain:
+    """The kernel map of a flat chain of :class:`Dense` and activations, applied in place.
+
+    ``kernel_block`` has the signature and the result of ``_compute.kernel_block`` for
+    ``(B, d)`` inputs (an entry differs from that route's only by rounding: the same formulas,
+    with the products formed in another order) and returns views of its buffers, valid until
+    its next call: the caller copies them out first (``_compute._Assembly.put`` does).
+    """
+
+    def __init__(self, layers: tuple, template: Callable[..., Kernel]):
+        self.layers = layers
+        self._template = template
+        self._buffers: dict = {}
+
+    @classmethod
+    def of(cls, planned, template: Callable[..., Kernel]) -> FCChain | None:
+        """The chain of ``planned`` (a planned network) or ``None`` when it is not one.
+
+        ``template(x1, x2, var1, var2)`` is the general route's block (used for the record's
+        bookkeeping fields, on one input pair, and for ``diagonal=True``)."""
+        layers = tuple(planned.layers) if isinstance(planned, Serial) else (planned,)
+        if not layers or type(layers[0]) is not Dense:
+            return None
+        previous = None
+        for layer in layers:
+            if type(layer) is Dense:
+                pass
+            elif isinstance(layer, Activation) and type(layer).kernel_fn is Activation.kernel_fn:
+                if not isinstance(previous, Dense):
+                    return None  # two nonlinearities in a row: the general route raises
+            else:
+                return None
+            previous = layer
+        return cls(layers, template)
+
+    def kernel_block(self, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
+                     *, need_ntk: bool, diagonal: bool = False) -> Kernel:
+        """See ``_compute.kernel_block`` (``(B1, d)`` and ``(B2, d)`` inputs)."""
+        if diagonal:
+            return self._template(x1, x2, var1, var2, need_ntk=need_ntk, diagonal=True)
+        same = x2 is None
+        b1 = x1.shape[0]
+        b2 = b1 if same else x2.shape[0]
+        q, t, tdot, scratch = self._views(b1, b2, x1.dtype, x1.device, need_ntk)
+        d = x1.shape[1]
+        # The input kernel as Kernel.from_inputs forms it (x2=None: only the upper triangle
+        # of a diagonal block is kept by the assembly, so it is not mirrored here).
+        torch.mm(x1, (x1 if same else x2).T, out=q)
+        q.div_(d)
+        v1 = var1
+        v2 = var1 if same else var2
+        if same:
+            restore_diagonal(q, v1)
+        ntk = t if need_ntk else None
+        zero = True  # the NTK of the inputs is 0 until the first Dense
+        fan_in = d
+        for layer in self.layers:
+            if type(layer) is Dense:
+                if need_ntk:
+                    _, ntk = layer.update(q, q.new_zeros(()) if zero else ntk, fan_in=fan_in,
+                                          out=(q, t))
+                else:
+                    layer.update(q, None, fan_in=fan_in, out=(q, None))
+                w2, b2 = layer._variances()
+                v1 = affine(v1, w2, b2)
+                v2 = v1 if same else affine(v2, w2, b2)
+                zero = False
+                fan_in = layer.out_features
+            else:
+                layer.expectations_into(q, v1[:, None], v2[None, :], out=q,
+                                        tdot=tdot if need_ntk else None, scratch=scratch)
+                if need_ntk:
+                    t.mul_(tdot)
+                v1 = layer.expectations(v1, v1, v1, ntk=False)[0]
+                v2 = v1 if same else layer.expectations(v2, v2, v2, ntk=False)[0]
+                if same:
+                    restore_diagonal(q, v1)
+        meta = self._meta(x1, need_ntk)
+        return meta.replace(nngp=q, ntk=ntk, cov1=v1, cov2=None if same else v2,
+                            x1_is_x2=same, shape1=(b1,) + meta.shape1[1:],
+                            shape2=(b2,) + meta.shape2[1:])
+
+    def _meta(self, x1: Tensor, need_ntk: bool) -> Kernel:
+        """The record's bookkeeping (shapes, Gaussianity, sources) from the general route on
+        one input, computed once."""
+        key = ("meta", need_ntk)
+        if key not in self._buffers:
+            one = x1[:1]
+            self._buffers[key] = self._template(one, None, (one * one).sum(1) / one.shape[1],
+                                                None, need_ntk=need_ntk, diagonal=False)
+        return self._buffers[key]
+
+    def _views(self, b1: int, b2: int, dtype: torch.dtype, device: torch.device,
+               need_ntk: bool) -> list[Tensor]:
+        """Four contiguous ``(b1, b2)`` views of buffers sized for the largest block so far."""
+        key = (dtype, device, need_ntk)
+        flat = self._buffers.get(key)
+        size = b1 * b2
+        if flat is None or flat.shape[1] < size:
+            flat = torch.empty(4 if need_ntk else 2, size, dtype=dtype, device=device)
+            self._buffers[key] = flat
+        views = [row[:size].view(b1, b2) for row in flat]
+        return views if need_ntk else [views[0], None, None, views[1]]
