@@ -8,8 +8,6 @@ the degrees' sketches were concatenated as they were, with no final compression.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -78,22 +76,3 @@ class PreviousNTKSketch(NTKSketch):
             done[name] = srht(name, t, s)
         return done[f"d{j}_"]
 
-
-if __name__ == "__main__":  # a quick look: error and time of both at a few m
-    import time
-
-    from ntkit import layers as L
-
-    x = torch.randn(500, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    k = L.serial(L.Dense(1, W_std=1.4), L.ReLU(), L.Dense(1, W_std=1.4)).kernel(x).ntk
-    for m in (1024, 4096):
-        for cls, kw in ((PreviousNTKSketch, {}), (NTKSketch, {}),
-                        (NTKSketch, {"sketch_dim": m // 4}), (NTKSketch, {"sketch_dim": m})):
-            phi = cls(m, depth=1, W_std=1.4, degree=8, random_state=m, **kw).fit(x)
-            f = phi(x)
-            t = time.perf_counter()
-            for _ in range(3):
-                phi(x)
-            err = float(torch.linalg.matrix_norm(f @ f.T - k) / torch.linalg.matrix_norm(k))
-            print(cls.__name__, m, kw, f"{err:.4f}", f"{(time.perf_counter() - t) / 3:.4f}s",
-                  math.nan)
