@@ -15,7 +15,7 @@ OMEGA = 30.0
 
 
 def coordinates(d: int):
-    """Fixed float64 coordinates in [-1, 1]^d, ``x`` ``(6, d)`` and ``x2`` ``(3, d)``;
+    """Fixed float64 coordinates, uniform in [-1, 1]^d, ``x`` ``(6, d)`` and ``x2`` ``(3, d)``;
     ``x[5]`` is ``x[0]`` moved by 0.02 per axis (sinc arguments ~0.3: a near pair) and
     ``x[4]`` by -0.15 (arguments ~2, where the uniform and Gaussian first layers differ)."""
     def make():
