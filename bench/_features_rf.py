@@ -10,6 +10,11 @@ measured in the same run (``arc_cosine_kernel`` or ``ntkit.layers``). The exact 
 holds ``O(m^2)`` random numbers per further layer, so composed maps stop at ``m = 8192``
 (``16384^2`` float64 numbers would be 2 GiB).
 
+The NTK sketch runs three ways: as built now (one shared tree of TensorSRHTs for all degrees,
+each degree an equal share of ``m``), with the paper's final SRHT (``sketch_dim = m / 4``),
+and, as the anchor of both, the previous construction (one tree per degree,
+``bench/_sketch_previous.py``), all in the same run; a last table gives the time ratios.
+
 For the NTK sketch the error does not fall below the error of its polynomial (``poly``,
 relative to ``F(1)``, printed with it): Zandieh et al. 2021 report downstream accuracy
 (CIFAR-10 CNTK, Table 1; UCI regression RMSE, Table 2, with ``m = 8192`` features in the
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 
 from _common import median_time
+from _sketch_previous import PreviousNTKSketch
 from ntkit import layers as L
 from ntkit.features import (
     ArcCosineFeatures,
@@ -64,11 +70,35 @@ def _families() -> list[tuple]:
                     lambda x, d=depth: _net(d, B_STD).kernel(x, get="ntk").ntk,
                     16384 if depth == 1 else 8192))
     for depth in (1, 2):
+        exact = lambda x, d=depth: _net(d, 0.0).kernel(x, get="ntk").ntk  # noqa: E731
+        out.append((f"sketch prev. d{depth}",
+                    lambda m, s, d=depth: PreviousNTKSketch(m, depth=d, W_std=W_STD, degree=8,
+                                                            random_state=s), exact, 16384))
         out.append((f"NTK sketch depth {depth}",
                     lambda m, s, d=depth: NTKSketch(m, depth=d, W_std=W_STD, degree=8,
-                                                    random_state=s),
-                    lambda x, d=depth: _net(d, 0.0).kernel(x, get="ntk").ntk, 16384))
+                                                    random_state=s), exact, 16384))
+        out.append((f"sketch+SRHT d{depth}",
+                    lambda m, s, d=depth: NTKSketch(m, depth=d, W_std=W_STD, degree=8,
+                                                    sketch_dim=m // 4, random_state=s),
+                    exact, 16384))
+    out.append(("sketch bias d1",
+                lambda m, s: NTKSketch(m, depth=1, W_std=W_STD, b_std=B_STD, degree=8,
+                                       random_state=s),
+                lambda x: _net(1, B_STD).kernel(x, get="ntk").ntk, 16384))
     return out
+
+
+def _sketch_ratios(rows: list[dict]) -> None:
+    """The NTK sketch's rows against the previous construction's, same depth and ``m``."""
+    print("\n## NTK sketch against the previous construction (one tree per degree), same run")
+    print(f"{'variant':<20} {'m':>6} {'error / prev.':>14} {'time / prev.':>13}")
+    prev = {(r["family"][-1], r["m"]): r for r in rows
+            if r["family"].startswith("sketch prev.") and "m" in r}
+    for r in rows:
+        if "m" in r and (r["family"].startswith("NTK sketch") or "SRHT" in r["family"]):
+            p = prev[r["family"][-1], r["m"]]
+            print(f"{r['family']:<20} {r['m']:>6} {r['error'] / p['error']:>14.3f} "
+                  f"{r['transform_s'] / p['transform_s']:>13.3f}")
 
 
 def random_features(*, quick: bool = False, repeats: int = 3, draws: int = 2) -> list[dict]:
@@ -104,4 +134,5 @@ def random_features(*, quick: bool = False, repeats: int = 3, draws: int = 2) ->
         print(f"{name:<20} {'slope':>6} {slope:>11.3f}   (log-log fit over m = {used[0]}..."
               f"{used[-1]})")
         rows.append(dict(family=name, slope=float(slope)))
+    _sketch_ratios(rows)
     return rows

@@ -5,7 +5,8 @@ Sections (each a function in its own module ``bench/_features_*.py``):
 
 - ``random_features`` (``_features_rf.py``): arc-cosine, NNGP and NTK random features and the
   NTK sketch: error against the exact kernel as ``m`` grows, fitted slope, transform time
-  against the exact kernel's.
+  against the exact kernel's; the NTK sketch's shared tree and final SRHT against its previous
+  construction (one tree per degree, ``_sketch_previous.py``) in the same run.
 - ``attention_table``, ``snnk_table`` (``_features_attention.py``): ``LinearAttention`` against
   softmax attention (``F.scaled_dot_product_attention``) from 1k to 64k tokens, and the error of
   SNNK / FAVOR+ / linear attention as ``m`` grows.

@@ -80,17 +80,28 @@ FAMILIES = {
             lambda x: _net(1, 1.3, 0.3).kernel(x).ntk),
     "ntk_nobias": (lambda m, g: NTKFeatures(m, depth=1, random_state=g),
                    lambda x: _net(1).kernel(x).ntk),
-    # The sketch is unbiased for its polynomial surrogate n_x n_y P(c), not for the NTK.
+    # The sketch is unbiased for its polynomial surrogate r_x r_y P(c) + b^2, not for the NTK:
+    # by default (one shared tree, each degree its share of m), with the paper's final SRHT
+    # (sketch_dim), and with a bias at depth 1.
     "ntk_sketch": (lambda m, g: NTKSketch(m, depth=2, W_std=1.2, degree=6, random_state=g),
                    lambda x: _sketch_target(x, depth=2, W_std=1.2, degree=6)),
+    "ntk_sketch_srht": (lambda m, g: NTKSketch(m, depth=2, W_std=1.2, degree=6, sketch_dim=8,
+                                               random_state=g),
+                        lambda x: _sketch_target(x, depth=2, W_std=1.2, degree=6)),
+    "ntk_sketch_bias": (lambda m, g: NTKSketch(m, depth=1, W_std=1.3, b_std=0.3, degree=6,
+                                               random_state=g),
+                        lambda x: _sketch_target(x, depth=1, W_std=1.3, b_std=0.3, degree=6)),
 }
 
 
-def _sketch_target(x, *, depth, W_std, degree):
-    a = torch.from_numpy(ntk_polynomial(depth, W_std, degree)[0])
-    n = x.norm(dim=1) / math.sqrt(x.shape[1])
-    c = (x @ x.T / torch.outer(x.norm(dim=1), x.norm(dim=1))).clamp(-1, 1)
-    return torch.outer(n, n) * sum(a[j] * c**j for j in range(len(a)))
+def _sketch_target(x, *, depth, W_std, degree, b_std=0.0):
+    # Written from the derivation (module docstring of ntkit.features._ntk_sketch), not from
+    # its code: x~ = [W x / sqrt(d), b], r = |x~|, Theta ~ r_x r_y P_0(c) / W^2 + b^2.
+    a = torch.from_numpy(ntk_polynomial(depth, W_std, degree)[0]) / W_std**2
+    xt = torch.cat([W_std * x / math.sqrt(x.shape[1]), torch.full_like(x[:, :1], b_std)], 1)
+    r = xt.norm(dim=1)
+    c = (xt @ xt.T / torch.outer(r, r)).clamp(-1, 1)
+    return torch.outer(r, r) * sum(a[j] * c**j for j in range(len(a))) + b_std**2
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -102,7 +113,7 @@ def test_one_layer_features_are_unbiased(family):
     make, exact = FAMILIES[family]
     x = _pairs()
     gen = torch.Generator().manual_seed(1)
-    draws = 250 if family == "ntk_sketch" else 400  # each sketch fit also fits P(c)
+    draws = 250 if family.startswith("ntk_sketch") else 400  # each sketch fit also fits P(c)
     ks = torch.stack([(lambda f: f @ f.T)(make(16, gen).fit(x)(x)) for _ in range(draws)])
     mean, se = ks.mean(0), ks.std(0) / math.sqrt(draws)
     k = exact(x)
@@ -172,6 +183,40 @@ def test_sketch_polynomial_is_close_to_the_ntk_and_improves_with_degree():
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.03, errs
 
 
+def test_sketch_with_a_bias_is_close_to_the_ntk():
+    # At depth 1 with b_std > 0 the NTK is r_x r_y F(c) + b^2 exactly (the derivation in the
+    # module docstring): the surrogate is within poly_error_ * F(1) r_x r_y of ntkit's NTK,
+    # and past one hidden layer the NTK is not of that form (so NTKSketch refuses it): the
+    # same formula with depth 2 misses the NTK by far more than the polynomial's error.
+    x = _pairs()
+    w, b = 1.3, 0.4
+    phi = NTKSketch(64, depth=1, W_std=w, b_std=b, degree=16).fit(x)
+    ntk = _net(1, w, b).kernel(x).ntk
+    xt = torch.cat([w * x / math.sqrt(x.shape[1]), torch.full_like(x[:, :1], b)], 1)
+    r = xt.norm(dim=1)
+    f1 = float(phi.coef_.sum())  # P(1), within poly_error_ of F(1)
+    gap = (_sketch_target(x, depth=1, W_std=w, b_std=b, degree=16) - ntk).abs()
+    assert bool((gap <= 1.01 * phi.poly_error_ * f1 * torch.outer(r, r)).all())
+    deep = _sketch_target(x, depth=2, W_std=w, b_std=b, degree=16)
+    rel = ((deep - _net(2, w, b).kernel(x).ntk).abs() / torch.outer(r, r)).max() / f1
+    assert rel > 5 * ntk_polynomial(2, w, 16)[1], float(rel)
+
+
+def test_one_tree_serves_every_degree():
+    # [0, j) as dyadic blocks (the binary digits of j), and the TensorSRHT counts of the
+    # module docstring: 12 at degree 8 and 32 at degree 16, against sum_j (j - 1) = 28 and
+    # 120 for one tree per degree.
+    from ntkit.features._ntk_sketch import dyadic_blocks, tree_nodes
+
+    assert dyadic_blocks(7) == [(0, 4), (4, 2), (6, 1)] and dyadic_blocks(8) == [(0, 8)]
+    for q, count in ((8, 12), (16, 32)):
+        degrees = list(range(1, q + 1))
+        joins = sum(len(dyadic_blocks(j)) - 1 for j in degrees)
+        assert len(tree_nodes(degrees)) + joins == count
+        assert sum(j - 1 for j in degrees) == {8: 28, 16: 120}[q]
+    assert tree_nodes([3]) == [(0, 2)] and tree_nodes([4, 6]) == [(0, 2), (2, 2), (4, 2), (0, 4)]
+
+
 # --- convergence ----------------------------------------------------------------------------
 
 
@@ -180,14 +225,22 @@ def _rel_frobenius(phi, x, k):
     return float(torch.linalg.matrix_norm(f @ f.T - k) / torch.linalg.matrix_norm(k))
 
 
-@pytest.mark.parametrize("family", ["arccos1", "nngp2", "ntk1", "ntk2"])
+@pytest.mark.parametrize("family", ["arccos1", "nngp2", "ntk1", "ntk2", "sketch",
+                                    "sketch_srht"])
 def test_relative_frobenius_error_decays_like_inverse_sqrt_m(family):
     # 500 inputs, m = 64 ... 2048 (the benchmark runs 256 ... 16384). The error is the root
     # mean square over 4 draws per m (its square is a sum of variances, exactly ~1/m for
     # i.i.d. features), whose fitted log-log slope varied with sd ~0.03 over seeds: it must be
-    # -1/2 within 0.1. Depth-2 maps carry an O(1/m) bias, below the O(m^-1/2) noise here.
+    # -1/2 within 0.1. Depth-2 maps carry an O(1/m) bias, below the O(m^-1/2) noise here. The
+    # NTK sketch is measured against its surrogate (its error against the NTK levels off at
+    # the polynomial's), with tree widths growing like m (sketch_srht: sketch_dim = m / 4).
     x = torch.randn(500, 8, dtype=F64, generator=torch.Generator().manual_seed(3))
-    if family == "arccos1":
+    if family.startswith("sketch"):
+        k = _sketch_target(x, depth=2, W_std=1.4, degree=8)
+        make = lambda m, s: NTKSketch(  # noqa: E731
+            m, depth=2, W_std=1.4, degree=8, random_state=s,
+            sketch_dim=m // 4 if family == "sketch_srht" else None)
+    elif family == "arccos1":
         k, make = arc_cosine_kernel(x, order=1), lambda m, s: ArcCosineFeatures(
             m, order=1, random_state=s)
     elif family == "nngp2":
@@ -207,7 +260,8 @@ def test_relative_frobenius_error_decays_like_inverse_sqrt_m(family):
 # --- scikit-learn and torch contracts -------------------------------------------------------
 
 ESTIMATORS = [ArcCosineFeatures(8, order=2, depth=2), NNGPFeatures(8, depth=2, b_std=0.1),
-              NTKFeatures(8, depth=2, b_std=0.1), NTKSketch(12, depth=2, degree=4)]
+              NTKFeatures(8, depth=2, b_std=0.1), NTKSketch(12, depth=2, degree=4),
+              NTKSketch(12, depth=1, b_std=0.2, degree=5, sketch_dim=8)]
 
 
 @pytest.mark.parametrize("est", ESTIMATORS, ids=lambda e: type(e).__name__)
@@ -318,7 +372,10 @@ def test_random_state_semantics():
     (lambda: NTKFeatures(8, W_std=float("inf")), "W_std"),
     (lambda: NTKFeatures(2, b_std=0.1), "n_components must be >= 3"),
     (lambda: NNGPFeatures(1, b_std=0.1), "n_components must be >= 2"),
-    (lambda: NTKSketch(8, b_std=0.1), "b_std must be 0"),
+    (lambda: NTKSketch(8, depth=2, b_std=0.1), "b_std > 0 needs depth=1"),
+    (lambda: NTKSketch(8, sketch_dim=0), "sketch_dim"),
+    (lambda: NTKSketch(1, sketch_dim=4), "n_components must be >= 2"),
+    (lambda: NTKSketch(2, b_std=0.1, sketch_dim=4), "n_components must be >= 3"),
     (lambda: NTKSketch(8, degree=0), "degree"),
     (lambda: NTKSketch(8, depth=0), "depth"),
     (lambda: NTKSketch(2, degree=8), "n_components must be >="),

@@ -134,8 +134,6 @@ def test_bad_input():
         L.siren(())
     with pytest.raises(ValueError, match="distribution"):
         L.SirenInput(8, distribution="laplace")
-    with pytest.raises(ValueError, match="d = 1 only"):
-        L.siren((8,)).kernel(torch.zeros(3, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="first layer"):
         L.serial(L.Dense(4), L.SirenInput(4)).kernel(torch.zeros(3, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="Gaussian"):

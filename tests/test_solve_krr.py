@@ -3,7 +3,9 @@ the exact solve; landmark quality; the Dask and process-pool routes; bad input."
 
 from __future__ import annotations
 
+import os
 import pickle
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -113,6 +115,85 @@ def test_rls_finds_an_isolated_cluster_that_uniform_misses():
                                      generator=torch.Generator().manual_seed(s)) >= 995).sum())
                for s in range(5))
     assert hits >= 10  # each run should take (nearly) all 5: their scores are ~1, the rest ~0
+
+
+def _clustered(seed: int):
+    # 1800 points in a cluster of radius ~0.5 and 200 spread ten times wider: RLS puts about
+    # half its landmarks on the spread points (a tenth of the data), far from uniform.
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([0.3 * torch.randn(1800, 3, generator=g, dtype=torch.float64),
+                   2.0 * torch.randn(200, 3, generator=g, dtype=torch.float64)])
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(2000, generator=g, dtype=torch.float64)
+    return x, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rls_landmarks_get_the_weighted_preconditioner(seed):
+    # Rudi et al. 2018: with RLS landmarks the preconditioner is built on D K_MM D, D =
+    # diag(1/sqrt(n p_j)). It changes the CG path, not the system: the answer is the direct
+    # solve's (1e-6, the acceptance bound; measured 2e-11 to 5e-11). The same landmarks given
+    # as points get the plain preconditioner; measured on these seeds it needs 59 / 58 / 57
+    # iterations where the weighted one needs 41 / 29 / 32 (uniform landmarks: 61 / 44 / 50).
+    x, y = _clustered(seed)
+    kw = dict(ridge=1e-4, tol=1e-10, progress=False)
+    weighted = krr(NET, x, y, landmarks=100, sampling="rls", random_state=seed, **kw)
+    plain = krr(NET, x, y, landmarks=weighted.centers, **kw)
+    direct = krr(NET, x, y, method="nystrom_direct", landmarks=weighted.centers,
+                 ridge=kw["ridge"])
+    assert bool((weighted.landmark_indices >= 1800).float().mean() > 0.3)  # non-uniform
+    assert _rel(weighted.predict(x), direct.predict(x)) < 1e-6
+    assert _rel(plain.predict(x), direct.predict(x)) < 1e-6
+    assert weighted.iterations <= plain.iterations, (weighted.iterations, plain.iterations)
+
+
+def test_sampling_probabilities_are_those_of_the_draw():
+    # Uniform: 1/N each. RLS: the final level's p_i, an even mixture of normalised scores and
+    # 1/N, so every p_i is in [1/(2N), 1/(2N) + 1/2]; the landmarks are those drawn without
+    # return_probabilities (the probabilities cost no extra randomness).
+    x, _ = _clustered(0)
+    k = as_kernel_fn(NET)
+    idx, p = sample_landmarks(k, x, 50, generator=torch.Generator().manual_seed(3),
+                              return_probabilities=True)
+    torch.testing.assert_close(p, torch.full((50,), 1 / 2000, dtype=torch.float64))
+    idx, p = sample_landmarks(k, x, 50, sampling="rls", return_probabilities=True,
+                              generator=torch.Generator().manual_seed(3))
+    same = sample_landmarks(k, x, 50, sampling="rls", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(idx, same)
+    assert bool((p >= 1 / 4000 * (1 - 1e-12)).all() and (p <= 0.5 + 1 / 4000).all())
+    assert float(p.max() / p.min()) > 3  # far from uniform on these data
+
+
+@dataclass(frozen=True)
+class _RBF:
+    """A picklable kernel that misbehaves in a worker process: ``"raise"`` raises there,
+    ``"die"`` ends the worker abruptly (as the OOM killer would)."""
+
+    parent: int
+    fail: str = ""
+
+    def __call__(self, a, b):
+        if os.getpid() != self.parent and self.fail == "raise":
+            raise ValueError("kernel refused this block")
+        if os.getpid() != self.parent and self.fail == "die":
+            os._exit(3)
+        return torch.exp(-torch.cdist(a, b) ** 2 / 2)
+
+
+def test_process_pool_gives_the_local_answer_and_clear_errors():
+    # The spawned-process route of map_calls: the same blocks summed in another order, so
+    # 1e-9 (CG to 1e-12 on a cond ~1e4 system amplifies round-off to ~1e-12).
+    x, y = _data(300, 3, seed=9)
+    kw = dict(landmarks=30, ridge=1e-3, tol=1e-12, block_size=40, progress=False,
+              random_state=0)
+    local = krr(NET, x, y, **kw)
+    pooled = krr(NET, x, y, executor="processes", **kw)
+    assert pooled.iterations > 0 and torch.equal(pooled.landmark_indices, local.landmark_indices)
+    assert _rel(pooled.predict(x), local.predict(x)) < 1e-9
+    # A worker's exception reaches the caller as itself; a worker that dies is named.
+    with pytest.raises(ValueError, match="kernel refused this block"):
+        krr(_RBF(os.getpid(), "raise"), x, y, executor="processes", **kw)
+    with pytest.raises(RuntimeError, match="executor='processes': a worker process died"):
+        krr(_RBF(os.getpid(), "die"), x, y, executor="processes", **kw)
 
 
 def test_kept_blocks_give_the_same_answer():

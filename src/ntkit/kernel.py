@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Kernel"]
+__all__ = ["Kernel", "RawInputs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +49,10 @@ class Kernel:
     - ``diagonal_spatial``: image kernels hold only same-position covariances (chosen by the
       block driver when no later layer mixes positions, see ``ntkit.layers``); ignored for
       fully-connected kernels.
+    - ``inputs``: the raw ``(N, d)`` inputs behind the record (:class:`RawInputs`), set by
+      ``from_inputs`` for a first layer whose kernel is not a function of inner products
+      alone (``SirenInput``'s uniform weights); later records carry it unchanged, so read it
+      through :meth:`raw_inputs`, which returns it only while the record still describes them.
 
     Example:
         >>> import torch
@@ -69,6 +73,7 @@ class Kernel:
     linear_in: frozenset[int] = frozenset()
     depends_on: frozenset[int] = frozenset()
     diagonal_spatial: bool = False
+    inputs: RawInputs | None = None
 
     @classmethod
     def from_inputs(
@@ -98,18 +103,26 @@ class Kernel:
             cov1 = input_variances(x1)
         if diagonal:
             return cls(cov1, _zero_ntk(x1, ntk), cov1, None, True, True, tuple(x1.shape),
-                       tuple(x1.shape))
+                       tuple(x1.shape), inputs=RawInputs(x1, None, cov1))
         if x2 is None:
             gram = (x1 @ x1.T) / d
             # BLAS need not return an exactly symmetric x x^T; mirror the upper triangle.
             gram = restore_diagonal(gram.triu() + gram.triu(1).T, cov1)
             return cls(gram, _zero_ntk(x1, ntk), cov1, None, True, False, tuple(x1.shape),
-                       tuple(x1.shape))
+                       tuple(x1.shape), inputs=RawInputs(x1, None, gram))
         if cov2 is None:
             cov2 = input_variances(x2)
         gram = (x1 @ x2.T) / d
         return cls(gram, _zero_ntk(x1, ntk), cov1, cov2, False, False, tuple(x1.shape),
-                   tuple(x2.shape))
+                   tuple(x2.shape), inputs=RawInputs(x1, x2, gram))
+
+    def raw_inputs(self) -> RawInputs | None:
+        """The raw inputs this record describes, or ``None`` for image inputs, records not
+        made by ``from_inputs`` and every record after a layer that changed the kernel:
+        ``inputs`` travels on through ``replace``, so it counts only while ``nngp`` is still
+        the input Gram matrix it was made with (the very tensor)."""
+        raw = self.inputs
+        return raw if raw is not None and raw.nngp is self.nngp else None
 
     def replace(self, **changes) -> Kernel:
         """A copy with the given fields changed (the record itself is immutable)."""
@@ -165,6 +178,22 @@ class Kernel:
             f"shape2={self.shape2}, is_gaussian={self.is_gaussian}"
             + (f", diagonal_spatial={self.diagonal_spatial})" if self.n_spatial else ")")
         )
+
+
+@dataclass(frozen=True, eq=False)
+class RawInputs:
+    """The raw fully-connected inputs of a :class:`Kernel` made by ``Kernel.from_inputs``.
+
+    - ``x1``: ``(N1, d)`` inputs, in the dtype the kernel is computed in.
+    - ``x2``: ``(N2, d)`` inputs, or ``None`` when the record is ``x1`` against itself (or
+      only its diagonal).
+    - ``nngp``: the input kernel ``from_inputs`` made of them (``Kernel.raw_inputs`` compares
+      it with the record's own ``nngp``).
+    """
+
+    x1: Tensor
+    x2: Tensor | None
+    nngp: Tensor
 
 
 def restore_diagonal(nngp: Tensor, cov1: Tensor) -> Tensor:

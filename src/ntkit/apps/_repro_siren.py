@@ -2,7 +2,9 @@
 Noise is All You Need": SIREN against SIREN with WINNER's noise (``ntkit.layers.winner_init_``)
 on a broadband 1-D signal and on a grey image from scikit-learn, PSNR against Adam steps, and
 the empirical NTK at initialization (its spectrum and the share of the target's energy in its
-top eigenvectors). Used by ``examples/plot_siren_winner.py`` and ``tests/test_siren.py``."""
+top eigenvectors), against the infinite-width NTK of the same SIREN (``spec.kernel``, exact for
+the uniform first layer at any input dimension). Used by ``examples/plot_siren_winner.py`` and
+``tests/test_siren.py``."""
 
 from __future__ import annotations
 
@@ -26,7 +28,10 @@ class SirenWinnerRun:
     (index 0: SIREN, 1: WINNER); ``energy`` ``(seeds, 2)``: the fraction of the target's
     squared norm in the top ``top_k`` eigenvectors of the empirical NTK at initialization
     (on ``ntk_points`` evenly spaced samples); ``eigenvalues`` ``(2, ntk_points)``: that
-    NTK's spectrum for seed 0; ``centroid`` and ``noise = (s_0, s_1)``: WINNER's inputs."""
+    NTK's spectrum for seed 0; ``centroid`` and ``noise = (s_0, s_1)``: WINNER's inputs.
+    ``limit_energy`` ``(2,)`` and ``limit_eigenvalues`` ``(2, ntk_points)``: the same for the
+    infinite-width NTK of the SIREN spec on the same samples, with SIREN's uniform first layer
+    (index 0) and with Gaussian first-layer weights of the same variances (index 1)."""
 
     steps: np.ndarray
     psnr: np.ndarray
@@ -35,6 +40,8 @@ class SirenWinnerRun:
     centroid: float
     noise: tuple[float, float]
     top_k: int
+    limit_energy: np.ndarray
+    limit_eigenvalues: np.ndarray
 
 
 def broadband_signal(n: int, *, band: tuple[float, float] = (0.3, 0.9),
@@ -78,8 +85,9 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
     return 10 * math.log10(rng * rng / max(mse, 1e-30))
 
 
-def _energy(model, coords: torch.Tensor, y: torch.Tensor, top_k: int):
-    theta = empirical_ntk(model, coords)
+def _energy(theta: torch.Tensor, y: torch.Tensor, top_k: int):
+    """The share of ``y``'s squared norm in the top ``top_k`` eigenvectors of ``theta``, and
+    its eigenvalues (descending)."""
     evals, evecs = spectrum(theta)
     share = float((evecs[:, :top_k].T @ y).pow(2).sum() / y.pow(2).sum())
     return share, evals
@@ -117,7 +125,8 @@ def siren_vs_winner(target: torch.Tensor, *, dims: int, widths=(128, 128, 128),
                 noise = L.winner_init_(model, target, omega_0=omega_0, dims=dims,
                                        s0_max=s0_max, a=a, b=b,
                                        generator=torch.Generator().manual_seed(10_000 + seed))
-            share, evals = _energy(model, coords[sub].double(), y[sub].double(), top_k)
+            share, evals = _energy(empirical_ntk(model, coords[sub].double()),
+                                   y[sub].double(), top_k)
             energy[seed, arm] = share
             if seed == 0:
                 eigenvalues[arm] = evals.numpy()
@@ -132,4 +141,14 @@ def siren_vs_winner(target: torch.Tensor, *, dims: int, widths=(128, 128, 128),
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-    return SirenWinnerRun(marks, curves, energy, eigenvalues, centroid, noise, top_k)
+    limit_energy = np.zeros(2)
+    limit_eigenvalues = np.zeros((2, ntk_points))
+    for i, first in enumerate(("uniform", "normal")):
+        spec = L.siren(tuple(widths), omega_0=omega_0, parametrization="standard",
+                       first_layer=first)
+        share, evals = _energy(spec.kernel(coords[sub].double(), progress=False).ntk,
+                               y[sub].double(), top_k)
+        limit_energy[i], limit_eigenvalues[i] = share, evals.numpy()
+    return SirenWinnerRun(steps=marks, psnr=curves, energy=energy, eigenvalues=eigenvalues,
+                          centroid=centroid, noise=noise, top_k=top_k,
+                          limit_energy=limit_energy, limit_eigenvalues=limit_eigenvalues)

@@ -14,9 +14,10 @@ infinite-width kernel: a uniform ``U(-c, c)`` layer is the Gaussian layer of var
 ``c^2 / 3`` (:class:`UniformDense` reuses :class:`~ntkit.layers.Dense`'s kernel map). The first
 layer sums only ``d`` input coordinates (``d = 1`` for audio, 2 for images), so there the
 distribution itself matters: :class:`SirenInput` integrates ``sin`` over the uniform weights
-exactly (a product of ``sinc`` per coordinate, available from the kernel record for ``d = 1``)
-or, with ``distribution="normal"``, draws Gaussian first-layer weights of the same variance,
-whose kernel is ``Sin``'s closed form for every ``d``.
+exactly for every ``d`` (a product of ``sinc`` over the coordinates, computed from the raw
+inputs that ``Kernel.from_inputs`` keeps for it, see ``Kernel.raw_inputs``) or, with
+``distribution="normal"``, draws Gaussian first-layer weights of the same variance, whose
+kernel is ``Sin``'s closed form for every ``d``.
 """
 
 from __future__ import annotations
@@ -102,6 +103,52 @@ def _sinc(t: Tensor) -> Tensor:
     return torch.sinc(t / math.pi)
 
 
+class _UniformSine:
+    """The two expectations of SIREN's first layer with uniform weights, ``d`` coordinates.
+
+    The unit is ``sin(w z)`` with ``z = u . x + v``, ``u_k ~ U(-a, a)`` (``a = 1 / d``) and
+    ``v ~ U(-c, c)`` (``c = 1 / sqrt(d)``), all independent. For symmetric independent
+    variables ``E[cos(s + t)] = E[cos s] E[cos t]`` and ``E[cos(w u_k y)] = sinc(w a y)``, so
+    with ``S(y) = prod_k sinc(w a y_k)`` and ``sinc t = sin t / t``:
+
+    ``E[sin(w z) sin(w z')] = (S(x - x') - sinc(2 w c) S(x + x')) / 2``,
+    ``w^2 E[cos(w z) cos(w z')] = w^2 (S(x - x') + sinc(2 w c) S(x + x')) / 2``
+
+    (``sin A sin B = (cos(A - B) - cos(A + B)) / 2``, ``cos A cos B`` with ``+``). The second
+    is the derivative factor of the NTK: ``d sin(w z) / d u_k = w cos(w z) x_k`` with the same
+    ``cos(w z)`` for every ``k``, so the first layer's NTK is it times the affine map's NTK
+    (``x . x' / (3 d^2) + 1 / (3 d)`` in the NTK parametrization, ``x . x' + 1`` in the
+    standard one) exactly, for every ``d``.
+    """
+
+    def __init__(self, omega_0: float, d: int):
+        self.wa = omega_0 / d
+        self.c = math.sin(2 * omega_0 / math.sqrt(d)) / (2 * omega_0 / math.sqrt(d))
+        self.w2 = omega_0 * omega_0
+
+    def pair(self, x1: Tensor, x2: Tensor | None, ntk: bool) -> tuple[Tensor, Tensor | None]:
+        """``(E[phi phi'], w^2 E[cos cos'])`` for ``(B1, d)`` against ``(B2, d)`` coordinates,
+        ``(B1, B2)`` each, or with ``x2=None`` each point with itself, ``(B1,)``
+        (``S(x - x) = 1``). The second is ``None`` unless ``ntk``."""
+        d = x1.shape[1]
+        if x2 is None:
+            minus = torch.ones_like(x1[:, 0])
+            plus = self._product(2 * x1[:, k] for k in range(d)) * self.c
+        else:
+            minus = self._product(x1[:, None, k] - x2[None, :, k] for k in range(d))
+            plus = self._product(x1[:, None, k] + x2[None, :, k] for k in range(d)) * self.c
+        return (minus - plus) / 2, ((minus + plus) * (self.w2 / 2) if ntk else None)
+
+    def _product(self, columns) -> Tensor:
+        """``prod_k sinc(w a y_k)`` over the coordinates' arrays ``y_k``, taken one at a time
+        so that the working memory stays one array for any ``d``."""
+        out = None
+        for y in columns:
+            factor = _sinc(self.wa * y.abs())
+            out = factor if out is None else out * factor
+        return out
+
+
 @register_layer(fields={"out_features": "width", "omega_0": "real", "distribution": "string",
                         "parametrization": "string"}, required=("out_features",))
 @dataclass(frozen=True)
@@ -122,13 +169,15 @@ class SirenInput(Layer):
 
     **Kernel.** With ``omega_0 = w``: ``"normal"`` is :class:`~ntkit.layers.Dense` with
     ``W_std = b_std = 1 / sqrt(3 d)`` followed by ``Sin(b=w)``. ``"uniform"`` is exact for
-    ``d = 1``: with ``w_1, b_1 ~ U(-1, 1)``, ``E[cos(w w_1 t)] = sinc(w t)`` and
-    ``E[cos 2 w b_1] = sinc(2 w)`` give
-    ``E[phi phi] = (sinc(w |x - x'|) - sinc(2w) sinc(w |x + x'|)) / 2`` and
-    ``E[phi' phi'] = w^2 (sinc(w |x - x'|) + sinc(2w) sinc(w |x + x'|)) / 2``
-    (``sinc t = sin t / t``), times the affine map's NTK as for any activation. For ``d > 1``
-    the expectation is a product over coordinates that the Gram-based kernel record does not
-    hold, and ``kernel`` raises (the twin works for every ``d``).
+    every ``d``: with ``W_k ~ U(-1/d, 1/d)``, ``b ~ U(-1/sqrt(d), 1/sqrt(d))`` independent,
+    ``E[cos(w W . y)] = S(y) = prod_k sinc(w y_k / d)`` and
+    ``E[cos 2 w b] = sinc(2 w / sqrt(d))`` give
+    ``E[phi phi] = (S(x - x') - sinc(2 w / sqrt(d)) S(x + x')) / 2`` and
+    ``E[phi' phi'] = w^2 (S(x - x') + sinc(2 w / sqrt(d)) S(x + x')) / 2``
+    (``sinc t = sin t / t``), times the affine map's NTK as for any activation (the gradient
+    in ``W_k`` is ``w cos(w z) x_k``, one ``cos`` for every ``k``). The expectation depends on
+    the coordinates themselves, not only on ``x . x'``, so the layer must come first, on the
+    raw inputs of ``kernel`` (it reads them through ``Kernel.raw_inputs``).
 
     Example:
         >>> import torch
@@ -137,6 +186,10 @@ class SirenInput(Layer):
         >>> k = L.SirenInput(64, omega_0=30.0).kernel(x)
         >>> round(k.nngp[0, 0].item(), 4)  # (1 - sinc(60)) / 2
         0.5025
+        >>> xy = torch.tensor([[0.0, 0.0], [0.1, -0.2]], dtype=torch.float64)
+        >>> k = L.SirenInput(64, omega_0=30.0).kernel(xy)
+        >>> round(k.nngp[0, 1].item(), 4)  # d = 2: (1 - sinc(60 / sqrt 2)) sinc(1.5) sinc(3) / 2
+        0.016
     """
 
     out_features: int
@@ -169,36 +222,26 @@ class SirenInput(Layer):
 
     def kernel_fn(self, k: Kernel) -> Kernel:
         k = self._one(k)
-        if k.depends_on:
-            raise ValueError("SirenInput must be the first layer (it acts on raw coordinates)")
+        raw = k.raw_inputs()
+        if k.depends_on or (raw is None and self.distribution == "uniform"):
+            raise ValueError(
+                "SirenInput must be the first layer, applied to the raw (N, d) coordinates "
+                "given to kernel() (its uniform weights' kernel is a function of the "
+                "coordinates, not of their inner products alone)")
         d = k.shape1[1]
         aff = self._affine(d).kernel_fn(k)
-        w = self.omega_0
         if self.distribution == "normal":
-            return Sin(b=w).kernel_fn(aff)
-        if d != 1:
-            raise ValueError(
-                f"SirenInput(distribution='uniform'): the infinite-width kernel of uniform "
-                f"first-layer weights is a product over the {d} input coordinates, which the "
-                f"Gram-based kernel does not hold; it is available for d = 1 only. Use "
-                f"distribution='normal' for a kernel at d = {d} (the twin works for any d)"
-            )
-        c = math.sin(2 * w) / (2 * w)
-
-        def expectations(q12, q11, q22, ntk: bool):
-            # d = 1: q12 = x x', so |x -+ x'|^2 = q11 + q22 -+ 2 q12.
-            minus = _sinc(w * (q11 + q22 - 2 * q12).clamp(min=0.0).sqrt())
-            plus = _sinc(w * (q11 + q22 + 2 * q12).clamp(min=0.0).sqrt()) * c
-            return (minus - plus) / 2, ((minus + plus) * (w * w / 2) if ntk else None)
-
+            return Sin(b=self.omega_0).kernel_fn(aff)
+        expect = _UniformSine(self.omega_0, d)
         need_ntk = aff.ntk is not None
         if k.diagonal:
-            nngp, tdot = expectations(k.cov1, k.cov1, k.cov1, need_ntk)
+            nngp, tdot = expect.pair(raw.x1, None, need_ntk)
             cov1, cov2 = nngp, None
         else:
-            nngp, tdot = expectations(k.nngp, k.var1, k.var2, need_ntk)
-            cov1 = expectations(k.cov1, k.cov1, k.cov1, False)[0]
-            cov2 = None if k.cov2 is None else expectations(k.cov2, k.cov2, k.cov2, False)[0]
+            other = raw.x1 if raw.x2 is None else raw.x2
+            nngp, tdot = expect.pair(raw.x1, other, need_ntk)
+            cov1 = expect.pair(raw.x1, None, False)[0]
+            cov2 = None if raw.x2 is None else expect.pair(raw.x2, None, False)[0]
             if k.x1_is_x2:
                 restore_diagonal(nngp, cov1)
         return aff.replace(nngp=nngp, ntk=None if tdot is None else aff.ntk * tdot, cov1=cov1,
@@ -249,8 +292,8 @@ def siren(widths, *, out_features: int = 1, omega_0: float = 30.0,
     - ``widths``: the hidden widths (a non-empty sequence of positive ints).
     - ``out_features``: outputs of the read-out.
     - ``omega_0``: SIREN's frequency factor, ``> 0``.
-    - ``first_layer``: ``"uniform"`` (SIREN; kernel for 1-D coordinates only) or ``"normal"``
-      (see :class:`SirenInput`).
+    - ``first_layer``: ``"uniform"`` (SIREN) or ``"normal"`` (Gaussian first-layer weights of
+      the same variances; see :class:`SirenInput`).
     - ``b_std``: bias scale of the layers after the first; ``None`` keeps SIREN's
       ``1 / sqrt(3 fan_in)`` at these widths (PyTorch's default, which vanishes as the width
       grows), a number fixes it (for a kernel independent of the widths).

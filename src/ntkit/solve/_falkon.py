@@ -10,7 +10,15 @@ The preconditioner is the paper's (Section 3, Algorithm 1): ``T = chol(K_MM)``,
 ``A = chol(T T^T / M + lambda I)`` (upper factors), and CG runs on
 ``B^T H B beta = B^T K_nM^T y`` with ``B = T^-1 A^-1 / sqrt(n)``, ``a = B beta``; for uniform
 landmarks ``K_nM^T K_nM / n ~ K_MM^2 / M``, so ``B^T H B ~ I`` and a few tens of iterations
-reach round-off. Each iteration streams ``K_nM`` in blocks of ``(block, M)``, never whole:
+reach round-off.
+
+Landmarks drawn with probabilities ``p_j`` (ridge leverage scores) make that estimate
+``K_MM^2 / M`` a biased one: the importance-weighted estimate is ``K_MM D^2 K_MM / M`` with
+``D = diag(1 / sqrt(n p_j))`` (``D = I`` for uniform ``p_j = 1/n``). Rudi, Calandriello,
+Carratino & Rosasco, "On fast leverage score sampling and optimal learning" (NeurIPS 2018),
+§4 (FALKON-BLESS), precondition with it: ``T = chol(D K_MM D)``, ``A = chol(T T^T / M +
+lambda I)``, ``B = D T^-1 A^-1 / sqrt(n)``, so that ``B^-T B^-1 = (n / M) K_MM D^2 K_MM +
+lambda n K_MM``. Each iteration streams ``K_nM`` in blocks of ``(block, M)``, never whole:
 memory ``O(block * M + M^2)``, ``O(n M)`` kernel entries per iteration.
 
 The blocks are tasks of an ``ntkit.tiles`` executor (``share`` / ``map_calls``): in this
@@ -106,30 +114,35 @@ def _workers(executor) -> int:
 
 
 def falkon(executor, shared, *, n: int, k_mm: Tensor, ridge: float, block_size: int,
-           tol: float, max_iter: int, progress: bool) -> tuple[Tensor, int, list[float]]:
+           tol: float, max_iter: int, progress: bool,
+           probabilities: Tensor | None = None) -> tuple[Tensor, int, list[float]]:
     """The FALKON coefficients ``a`` ``(M, c)`` of the system in the module docstring.
 
     **Arguments:** ``executor`` an entered ``ntkit.tiles`` executor and ``shared`` its handle
     of a :class:`BlockData`; ``n`` rows; ``k_mm`` ``(M, M)``; ``ridge`` ``lambda >= 0``;
     ``tol`` the relative residual ``||r_t|| / ||r_0||`` of the preconditioned system at which
-    CG stops; ``max_iter`` iterations at most (a :class:`CGConvergenceWarning` if reached).
+    CG stops; ``max_iter`` iterations at most (a :class:`CGConvergenceWarning` if reached);
+    ``probabilities`` ``(M,)``: the probability with which each landmark was drawn from the
+    ``n`` rows (``None``: uniform, the plain preconditioner), giving the weights ``D``.
 
     **Returns:** ``(a, iterations, residuals)``, the relative residual after each iteration.
     """
     from tqdm.auto import tqdm
 
     m = k_mm.shape[0]
-    t_low, _ = cholesky(k_mm, name="k(landmarks, landmarks)")  # T^T = t_low
+    d = (torch.ones(m, 1, dtype=k_mm.dtype) if probabilities is None
+         else (n * probabilities.to(k_mm.dtype)).rsqrt()[:, None])
+    t_low, _ = cholesky(d * k_mm * d.T, name="D k(landmarks, landmarks) D")  # T^T = t_low
     inner = t_low.T @ t_low / m  # T T^T / M
     a_low, _ = cholesky(inner, diag_reg=ridge, name="T T^T / M")
     scale = n**-0.5
 
-    def b_apply(v: Tensor) -> Tensor:  # B v = T^-1 A^-1 v / sqrt(n)
+    def b_apply(v: Tensor) -> Tensor:  # B v = D T^-1 A^-1 v / sqrt(n)
         w = torch.linalg.solve_triangular(a_low.T, v, upper=True)
-        return torch.linalg.solve_triangular(t_low.T, w, upper=True) * scale
+        return torch.linalg.solve_triangular(t_low.T, w, upper=True) * (d * scale)
 
-    def bt_apply(v: Tensor) -> Tensor:  # B^T v = A^-T T^-T v / sqrt(n)
-        w = torch.linalg.solve_triangular(t_low, v, upper=False)
+    def bt_apply(v: Tensor) -> Tensor:  # B^T v = A^-T T^-T D v / sqrt(n)
+        w = torch.linalg.solve_triangular(t_low, v * d, upper=False)
         return torch.linalg.solve_triangular(a_low, w, upper=False) * scale
 
     def products(u: Tensor | None, want_rhs: bool):

@@ -76,7 +76,9 @@ def krr(kernel, X, y, *, method: str = "nystrom_pcg", landmarks=1000, sampling: 
     - ``landmarks``: the number ``M`` of landmarks drawn from ``X`` (``1 <= M <= n``), or the
       landmark points themselves ``(M, d)``.
     - ``sampling``: ``"uniform"`` or ``"rls"`` (recursive ridge-leverage scores of Musco &
-      Musco 2017; see ``ntkit.solve._landmarks``).
+      Musco 2017; see ``ntkit.solve._landmarks``). With ``"rls"``, FALKON's preconditioner
+      is weighted by the landmarks' sampling probabilities (Rudi et al. 2018; see
+      ``ntkit.solve._falkon``); landmarks given as points use the plain one.
     - ``ridge``: ``lambda >= 0`` per example (module docstring).
     - ``tol``, ``max_iter``: FALKON stops at relative residual ``tol`` of its preconditioned
       system, or after ``max_iter`` iterations with a ``CGConvergenceWarning``.
@@ -134,7 +136,7 @@ def krr(kernel, X, y, *, method: str = "nystrom_pcg", landmarks=1000, sampling: 
         chol, _ = cholesky(k, diag_reg=ridge * n, name="k(X, X)")
         return KRRModel(kernel_fn, x, cho_solve(chol, targets), None, method, ridge, vector)
 
-    centers, idx = _landmarks(kernel_fn, x, landmarks, sampling, random_state)
+    centers, idx, probs = _landmarks(kernel_fn, x, landmarks, sampling, random_state)
     m = centers.shape[0]
     block_size = min(block_size or _default_block(m), n)
     k_mm = kernel_fn(centers, centers)
@@ -152,8 +154,11 @@ def krr(kernel, X, y, *, method: str = "nystrom_pcg", landmarks=1000, sampling: 
         if method == "nystrom_direct":
             coef = _direct(stream(ex, shared, gram_products, n, block_size), k_mm, ridge * n)
             return KRRModel(kernel_fn, centers, coef, idx, method, ridge, vector)
+        # Uniform landmarks keep the paper's plain preconditioner (D = I exactly); RLS ones
+        # weight it by their sampling probabilities (Rudi et al. 2018, see _falkon).
         coef, its, res = falkon(ex, shared, n=n, k_mm=k_mm, ridge=ridge, block_size=block_size,
-                                tol=tol, max_iter=max_iter, progress=progress)
+                                tol=tol, max_iter=max_iter, progress=progress,
+                                probabilities=probs if sampling == "rls" else None)
     return KRRModel(kernel_fn, centers, coef, idx, method, ridge, vector, its, res)
 
 
@@ -178,13 +183,14 @@ def _landmarks(kernel_fn, x: Tensor, landmarks, sampling: str, random_state):
         if centers.shape[0] > x.shape[0]:
             raise ValueError(f"landmarks must be at most the number of inputs N={x.shape[0]}; "
                              f"got {centers.shape[0]} points")
-        return centers, None
+        return centers, None, None
     if not isinstance(landmarks, (int, np.integer)) or isinstance(landmarks, bool):
         raise TypeError(f"landmarks must be an int or an (M, d) array of points; got "
                         f"{type(landmarks).__name__}")
-    idx = sample_landmarks(kernel_fn, x, int(landmarks), sampling=sampling,
-                           generator=torch_generator(random_state))
-    return x[idx], idx
+    idx, probs = sample_landmarks(kernel_fn, x, int(landmarks), sampling=sampling,
+                                  generator=torch_generator(random_state),
+                                  return_probabilities=True)
+    return x[idx], idx, probs
 
 
 def _as_x(x, name: str, like: Tensor) -> Tensor:

@@ -104,14 +104,20 @@ def as_kernel_fn(kernel, *, get: str = "ntk"):
 
 
 def sample_landmarks(kernel_fn, x: Tensor, m: int, *, sampling: str = "uniform",
-                     generator: torch.Generator, block_size: int = 2048) -> Tensor:
+                     generator: torch.Generator, block_size: int = 2048,
+                     return_probabilities: bool = False):
     """Indices of ``m`` distinct landmarks among the rows of ``x``.
 
     **Arguments:** ``kernel_fn`` from :func:`as_kernel_fn`; ``x`` ``(N, d)``; ``m`` in
     ``1..N``; ``sampling`` ``"uniform"`` or ``"rls"`` (recursive ridge-leverage scores, see
-    the module docstring; ``O(N m)`` kernel entries, streamed in ``block_size`` rows).
+    the module docstring; ``O(N m)`` kernel entries, streamed in ``block_size`` rows);
+    ``return_probabilities``: also return the probability with which each landmark was
+    drawn (the weights of FALKON's preconditioner for non-uniform landmarks).
 
-    **Returns:** ``(m,)`` int64 indices, sorted.
+    **Returns:** ``(m,)`` int64 indices, sorted; with ``return_probabilities``, ``(indices,
+    p)`` with ``p`` ``(m,)`` in ``x``'s dtype: each landmark's probability in the draw
+    (``1 / N`` for uniform sampling; for ``"rls"``, the final level's ``p_i``, which sum to 1
+    over the ``N`` points).
 
     Example:
         >>> k = as_kernel_fn(lambda a, b: torch.exp(-torch.cdist(a, b) ** 2))
@@ -128,8 +134,12 @@ def sample_landmarks(kernel_fn, x: Tensor, m: int, *, sampling: str = "uniform",
         raise ValueError(f"landmarks must be between 1 and the number of inputs N={n}; got {m}")
     perm = torch.randperm(n, generator=generator)
     if sampling == "uniform" or m == n:
-        return perm[:m].sort().values
-    return _recursive_rls(kernel_fn, x, m, perm, generator, block_size).sort().values
+        idx, p = perm[:m].sort().values, torch.full((m,), 1.0 / n, dtype=x.dtype)
+    else:
+        idx, p = _recursive_rls(kernel_fn, x, m, perm, generator, block_size)
+        idx, order = idx.sort()
+        p = p[order]
+    return (idx, p) if return_probabilities else idx
 
 
 def _recursive_rls(kernel_fn, x: Tensor, m: int, perm: Tensor, g: torch.Generator,
@@ -148,8 +158,9 @@ def _recursive_rls(kernel_fn, x: Tensor, m: int, perm: Tensor, g: torch.Generato
             # uniform distribution: p_i >= l_i / (2 sum l) keeps the guarantee of leverage
             # sampling up to a factor 2 in m, and the uniform half keeps a tight cluster
             # whose summed score is ~1 (one large eigenvalue) from going unsampled.
-            p = scores / scores.sum().clamp(min=1e-300) + 1.0 / len(scores)
-            return points[torch.multinomial(p, m, replacement=False, generator=g)]
+            p = (scores / scores.sum().clamp(min=1e-300) + 1.0 / len(scores)) / 2
+            drawn = torch.multinomial(p, m, replacement=False, generator=g)
+            return points[drawn], p[drawn]
         # Keep about 2 m points for the next level (the oversampling of Musco & Musco keeps
         # ~ d_eff log d_eff; a fixed multiple of m bounds the cost of the eigenvalues below).
         p = (scores * (2 * m / scores.sum())).clamp(max=1.0)

@@ -186,8 +186,23 @@ class ProcessPool:
         return None  # the data live in the workers (the pool initializer)
 
     def map_calls(self, func, shared, items: Iterable) -> list:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is None:
+            raise RuntimeError("ProcessPool.map_calls needs share(data) first (the data "
+                               "reach the workers through the pool initializer)")
         items = list(items)
-        return list(self._pool.map(_pool_call, [func] * len(items), items))
+        try:
+            return list(self._pool.map(_pool_call, [func] * len(items), items))
+        except BrokenProcessPool as err:
+            # A worker that dies (killed for memory, a crash in native code) leaves no
+            # exception of its own: say what was running and where to look.
+            self.__exit__()
+            raise RuntimeError(
+                f"executor='processes': a worker process died while running "
+                f"{getattr(func, '__name__', func)!r} on {len(items)} task(s) ({err}); the "
+                f"usual causes are running out of memory (lower block_size or max_memory, or "
+                f"use fewer workers) or a crash in the kernel function") from err
 
     def map(self, job: TileJob, tiles: Iterable[Tile]) -> Iterator:
         import multiprocessing
