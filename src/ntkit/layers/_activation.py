@@ -34,17 +34,22 @@ class Activation(Layer):
         Must not modify its arguments."""
         raise NotImplementedError
 
-    def expectations_into(self, q12: Tensor, q11: Tensor, q22: Tensor, *, out: Tensor,
-                          tdot: Tensor | None, scratch: Tensor) -> None:
-        """:meth:`expectations` written into buffers of the pairs' shape: ``out`` receives
-        ``E[phi(u) phi(v)]`` (it may be ``q12`` itself), ``tdot`` (unless ``None``)
-        ``E[phi'(u) phi'(v)]``; ``scratch`` is working space. The fused fully connected chain
-        (``_fc_chain``) calls it on reused buffers. This default allocates (it calls
-        :meth:`expectations`); closed forms override it to work in place."""
-        nngp, t = self.expectations(q12, q11, q22, ntk=tdot is not None)
-        out.copy_(nngp)
-        if tdot is not None:
-            tdot.copy_(t)
+    def expectations_into(self, q12: Tensor, q11: Tensor, q22: Tensor, *, ntk: bool,
+                          out: Tensor | None = None, tdot: Tensor | None = None,
+                          scratch: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """:meth:`expectations`, written into buffers of the pairs' shape when given: ``out``
+        receives ``E[phi(u) phi(v)]`` (it may be ``q12`` itself), ``tdot`` (working space
+        even when ``ntk`` is false) ``E[phi'(u) phi'(v)]``, ``scratch`` is working space.
+        The fused fully connected chain (``_fc_chain``) calls it on reused buffers. This
+        default allocates (it calls :meth:`expectations`) and copies; the closed forms of
+        ``_closed_form`` work in the buffers, and their :meth:`expectations` is this method
+        without buffers."""
+        nngp, t = self.expectations(q12, q11, q22, ntk=ntk)
+        if out is not None:
+            nngp = out.copy_(nngp)
+        if t is not None and tdot is not None:
+            t = tdot.copy_(t)
+        return nngp, t
 
     def out_shape(self, in_shape):
         return self._one(in_shape)

@@ -28,18 +28,11 @@ def _check_reals(layer, *names: str) -> None:
         object.__setattr__(layer, name, real_number(getattr(layer, name), name))
 
 
-def _angle(q12: Tensor, q11: Tensor, q22: Tensor) -> tuple[Tensor, Tensor]:
+def _angle(q12: Tensor, q11: Tensor, q22: Tensor, *, s: Tensor | None = None,
+           theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(S, theta)``: ``S = sqrt(q11 q22 - q12^2)``, ``theta = arccos(q12 / sqrt(q11 q22))``
-    (broadcast), in new tensors; see :func:`_angle_into`."""
-    shape = torch.broadcast_shapes(q12.shape, q11.shape, q22.shape)
-    s, theta = q12.new_empty(shape), q12.new_empty(shape)
-    _angle_into(q12, q11, q22, s=s, theta=theta)
-    return s, theta
-
-
-def _angle_into(q12: Tensor, q11: Tensor, q22: Tensor, *, s: Tensor, theta: Tensor) -> None:
-    """``S = sqrt(q11 q22 - q12^2)`` into ``s`` and ``theta = arccos(q12 / sqrt(q11 q22))``
-    into ``theta`` (buffers of the broadcast shape, distinct from the arguments).
+    (broadcast), written into the buffers ``s`` and ``theta`` when given (distinct from the
+    arguments), else new tensors.
 
     ``atan2`` keeps the angle accurate near ``c = 1``, where ``arccos`` turns one rounding
     error of ``c`` into ``sqrt(eps)``; at ``q11 q22 = q12^2`` exactly (the diagonal when x1 is
@@ -48,11 +41,12 @@ def _angle_into(q12: Tensor, q11: Tensor, q22: Tensor, *, s: Tensor, theta: Tens
     """
     # Two rounded products, not addcmul: a fused multiply-add leaves the rounding error of
     # q11 q22 behind at q11 = q22 = q12, and its square root (~1e-8 q) would be the angle.
-    torch.mul(q11, q22, out=s)
+    s = torch.mul(q11, q22, out=s)
     s.sub_(torch.mul(q12, q12, out=theta)).clamp_(min=0.0).sqrt_()
-    torch.atan2(s, q12, out=theta)
+    theta = torch.atan2(s, q12, out=theta)
     if bool((q11 == 0).any()) or bool((q22 == 0).any()):
-        torch.where((s == 0) & (q12 == 0), math.pi / 2, theta, out=theta)
+        theta.masked_fill_((s == 0) & (q12 == 0), math.pi / 2)
+    return s, theta
 
 
 @register_layer(fields={"a": "real", "b": "real"}, required=("a", "b"))
@@ -74,19 +68,15 @@ class ABReLU(Activation):
         return torch.where(x < 0, self.a * x, self.b * x)
 
     def expectations(self, q12, q11, q22, *, ntk):
-        shape = torch.broadcast_shapes(q12.shape, q11.shape, q22.shape)
-        nngp, tdot = q12.new_empty(shape), q12.new_empty(shape)
-        self.expectations_into(q12, q11, q22, out=nngp, tdot=tdot, scratch=nngp)
-        return nngp, (tdot if ntk else None)
+        return self.expectations_into(q12, q11, q22, ntk=ntk)
 
-    def expectations_into(self, q12, q11, q22, *, out, tdot, scratch):
+    def expectations_into(self, q12, q11, q22, *, ntk, out=None, tdot=None, scratch=None):
         f = (self.a - self.b) ** 2 / (2 * math.pi)
-        s = scratch
-        # theta lands in tdot (or, for the NNGP alone, in `out` when that is not q12).
-        theta = tdot if tdot is not None else (out if out is not q12 else torch.empty_like(s))
-        _angle_into(q12, q11, q22, s=s, theta=theta)
-        theta.mul_(-f).add_((self.a**2 + self.b**2) / 2)  # now E[phi' phi']
-        torch.addcmul(s.mul_(f), theta, q12, out=out)
+        # The angle lands in `tdot` and becomes E[phi' phi'] (needed for the NNGP as well).
+        s, theta = _angle(q12, q11, q22, s=scratch, theta=tdot)
+        theta.mul_(-f).add_((self.a**2 + self.b**2) / 2)
+        nngp = torch.addcmul(s.mul_(f), theta, q12, out=out)
+        return nngp, (theta if ntk else None)
 
 
 @register_layer(fields={"a": "real", "b": "real"})
@@ -168,21 +158,20 @@ class Erf(Activation):
         return self.a * torch.erf(self.b * x) + self.c
 
     def expectations(self, q12, q11, q22, *, ntk):
-        shape = torch.broadcast_shapes(q12.shape, q11.shape, q22.shape)
-        nngp = q12.new_empty(shape)
-        tdot = q12.new_empty(shape) if ntk else None
-        self.expectations_into(q12, q11, q22, out=nngp, tdot=tdot, scratch=q12.new_empty(shape))
-        return nngp, tdot
+        return self.expectations_into(q12, q11, q22, ntk=ntk)
 
-    def expectations_into(self, q12, q11, q22, *, out, tdot, scratch):
+    def expectations_into(self, q12, q11, q22, *, ntk, out=None, tdot=None, scratch=None):
+        # Differentiable by autograd when no buffers are given (nk.dkm relies on it).
         b2 = self.b**2
         r = torch.mul(1 + 2 * b2 * q11, 1 + 2 * b2 * q22, out=scratch)
-        r.addcmul_(q12, q12, value=-4 * b2 * b2).clamp_(min=0.0).sqrt_()
-        torch.atan2(torch.mul(q12, 2 * b2, out=out), r, out=out).mul_(self.a**2 * 2 / math.pi)
+        r = r.addcmul_(q12, q12, value=-4 * b2 * b2).clamp_(min=0.0).sqrt_()
+        nngp = torch.atan2(torch.mul(q12, 2 * b2, out=out), r, out=out)
+        nngp.mul_(self.a**2 * 2 / math.pi)
         if self.c:
-            out.add_(self.c**2)
-        if tdot is not None:
-            torch.reciprocal(r, out=tdot).mul_(self.a**2 * b2 * 4 / math.pi)
+            nngp.add_(self.c**2)
+        if not ntk:
+            return nngp, None
+        return nngp, torch.div(r.new_full((), self.a**2 * b2 * 4 / math.pi), r, out=tdot)
 
 
 @register_layer

@@ -101,7 +101,7 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
             else None
         finite = all_finite(nngp) and (ntk is None or all_finite(ntk))
         return parts[0].replace(nngp=nngp, ntk=ntk, cov1=nngp, shape1=_rows(parts[0].shape1, x1),
-                                shape2=_rows(parts[0].shape2, x1)), finite
+                                shape2=_rows(parts[0].shape2, x1), inputs=None), finite
 
     out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk, dtype=out_dtype)
     cov1: list[Tensor] = []
@@ -124,7 +124,7 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
         nngp=out.nngp, ntk=out.ntk, cov1=torch.cat(cov1).to(out_dtype),
         cov2=None if x2 is None else torch.cat(cov2).to(out_dtype),
         x1_is_x2=x2 is None, shape1=_rows(last.shape1, x1),
-        shape2=_rows(last.shape2, x1 if x2 is None else x2),
+        shape2=_rows(last.shape2, x1 if x2 is None else x2), inputs=None,
     ), out.finite()
 
 
@@ -314,9 +314,9 @@ class _Assembly:
     def put(self, k: Kernel, i: int, j: int) -> None:
         """Write block ``k`` (rows from ``i``, columns from ``j``); see :func:`_put`."""
         if self.nngp is None:
-            self.nngp = k.nngp.new_empty((self.n1, self.n2) + tuple(k.nngp.shape[2:]),
-                                         dtype=self.dtype)
-            self.ntk = torch.empty_like(self.nngp) if self.need_ntk else None
+            shape = (self.n1, self.n2) + tuple(k.nngp.shape[2:])
+            self.nngp = _empty(shape, self.dtype, k.nngp.device)
+            self.ntk = _empty(shape, self.dtype, k.nngp.device) if self.need_ntk else None
         _put(self.nngp, k.nngp, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
         # Summed while the block is in cache (no synchronisation): see finite().
         self._add(k.nngp.sum())
@@ -341,6 +341,25 @@ class _Assembly:
         return all_finite(self.nngp) and (self.ntk is None or all_finite(self.ntk))
 
 
+# Outputs from this many bytes are allocated by NumPy (see _empty).
+_LARGE = 4 * 2**20
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised output tensor. Large float32/float64 ones on the CPU come from
+    NumPy's allocator, which asks Linux for transparent huge pages (``madvise``): the first
+    write to ``torch.empty``'s memory faults every 4 KiB page, which for the two ``N x N``
+    outputs of a fully connected kernel costs about a fifth of the input's Gram product."""
+    itemsize = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 0
+    if device.type == "cpu" and dtype in (torch.float32, torch.float64) \
+            and math.prod(shape) * itemsize >= _LARGE:
+        import numpy as np
+
+        return torch.from_numpy(np.empty(shape, dtype=np.float32 if dtype == torch.float32
+                                         else np.float64))
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,
          diag_sp: bool) -> None:
     """Write ``block`` at rows ``i``, columns ``j``; for a symmetric kernel also mirror it.
@@ -354,11 +373,27 @@ def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,
     rows, cols = slice(i, i + block.shape[0]), slice(j, j + block.shape[1])
     if not symmetric:
         out[rows, cols] = block
+    elif i == j and block.ndim == 2 and block.dtype == out.dtype:
+        # mirror() in one pass, straight into the output.
+        torch.where(_upper(block.shape[0], block.device), block, block.T, out=out[rows, cols])
     elif i == j:
         out[rows, cols] = mirror(block, diagonal_spatial=diag_sp)
     else:
         out[rows, cols] = block
         out[cols, rows] = transpose_pairs(block, diagonal_spatial=diag_sp)
+
+
+_UPPER: dict = {}
+
+
+def _upper(n: int, device: torch.device) -> Tensor:
+    """``(n, n)`` boolean mask of the upper triangle with the diagonal (cached)."""
+    key = (n, str(device))
+    if key not in _UPPER:
+        if len(_UPPER) > 8:
+            _UPPER.clear()
+        _UPPER[key] = torch.ones(n, n, dtype=torch.bool, device=device).triu()
+    return _UPPER[key]
 
 
 def _full(ntk: Tensor, like: Tensor) -> Tensor:

@@ -100,8 +100,8 @@ class FCChain:
                 zero = False
                 fan_in = layer.out_features
             else:
-                layer.expectations_into(q, v1[:, None], v2[None, :], out=q,
-                                        tdot=tdot if need_ntk else None, scratch=scratch)
+                layer.expectations_into(q, v1[:, None], v2[None, :], ntk=need_ntk, out=q,
+                                        tdot=tdot, scratch=scratch)
                 if need_ntk:
                     t.mul_(tdot)
                 v1 = layer.expectations(v1, v1, v1, ntk=False)[0]
@@ -126,11 +126,10 @@ class FCChain:
     def _views(self, b1: int, b2: int, dtype: torch.dtype, device: torch.device,
                need_ntk: bool) -> list[Tensor]:
         """Four contiguous ``(b1, b2)`` views of buffers sized for the largest block so far."""
-        key = (dtype, device, need_ntk)
+        key = (dtype, device)
         flat = self._buffers.get(key)
         size = b1 * b2
         if flat is None or flat.shape[1] < size:
-            flat = torch.empty(4 if need_ntk else 2, size, dtype=dtype, device=device)
+            flat = torch.empty(4, size, dtype=dtype, device=device)
             self._buffers[key] = flat
-        views = [row[:size].view(b1, b2) for row in flat]
-        return views if need_ntk else [views[0], None, None, views[1]]
+        return [row[:size].view(b1, b2) for row in flat]
