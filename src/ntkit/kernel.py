@@ -49,6 +49,10 @@ class Kernel:
     - ``diagonal_spatial``: image kernels hold only same-position covariances (chosen by the
       block driver when no later layer mixes positions, see ``ntkit.layers``); ignored for
       fully-connected kernels.
+    - ``mask1``, ``mask2``: ``(N1, *S)``, ``(N2, *S)`` booleans, ``True`` at masked
+      positions of sequence inputs (``Layer.kernel(..., mask_constant=c)``, see
+      ``ntkit.layers._mask``), or ``None``: no masking (``mask2`` also ``None`` when
+      ``x1_is_x2`` or ``diagonal``: ``mask1`` serves both).
 
     Example:
         >>> import torch
@@ -69,6 +73,8 @@ class Kernel:
     linear_in: frozenset[int] = frozenset()
     depends_on: frozenset[int] = frozenset()
     diagonal_spatial: bool = False
+    mask1: Tensor | None = None
+    mask2: Tensor | None = None
 
     @classmethod
     def from_inputs(

@@ -82,6 +82,7 @@ class Layer:
         batch_size: int | None = None,
         max_memory: int | str | None = None,
         progress: bool = True,
+        mask_constant: float | None = None,
     ) -> Kernel:
         """The infinite-width NNGP and NTK of this network between two batches of inputs.
 
@@ -103,6 +104,11 @@ class Layer:
           for even one pair of inputs raises ``ValueError`` at once. ``None``: 1 GiB of
           working memory for image networks, no limit for fully-connected ones.
         - ``progress``: show a progress bar over the blocks on terminals (after 3 s).
+        - ``mask_constant``: a number (or ``float("nan")``) marking padding in sequence
+          inputs ``(N, C, *S)``: a position whose channels all equal it is masked, as in
+          neural-tangents (``SelfAttention`` gives it no weight as a key and a zero output,
+          ``GlobalAvgPool`` averages over the other positions; see
+          :func:`~ntkit.layers.input_mask`). ``None``: no masking.
 
         **Returns:** a :class:`~ntkit.Kernel` whose ``nngp`` and ``ntk`` are ``(N1, N2)``
         tensors (``(N1,)`` with ``diagonal=True``) of the inputs' dtype and device; ``ntk``
@@ -125,8 +131,17 @@ class Layer:
             >>> k.nngp.shape, k.ntk.shape
             (torch.Size([5, 5]), torch.Size([5, 5]))
         """
+        masks = None
+        if mask_constant is not None:
+            from ._mask import check_maskable, input_mask
+            check_maskable(self)
+            x1, m1 = input_mask(x1, mask_constant, name="x1")
+            m2 = m1
+            if x2 is not None:
+                x2, m2 = input_mask(x2, mask_constant, name="x2")
+            masks = (m1, m2)
         return compute_kernel(self, x1, x2, get=get, diagonal=diagonal, batch_size=batch_size,
-                              max_memory=max_memory, progress=progress)
+                              max_memory=max_memory, progress=progress, masks=masks)
 
     def module(
         self,
