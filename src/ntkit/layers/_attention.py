@@ -158,6 +158,9 @@ class SelfAttention(Layer):
     def plan(self, out_full):
         return self, True  # every output position mixes all input positions
 
+    def mask_role(self):
+        return "keep"  # masked keys get no weight, masked queries zero outputs
+
     def out_shape(self, in_shape):
         in_shape = self._one(in_shape)
         if len(in_shape) < 2:
@@ -334,6 +337,8 @@ class SelfAttentionModule(nn.Module):
     scaling: tied to ``key``), ``value`` ``(H, C_v, n_val)``, ``out`` ``(H n_val, n_out)``,
     ``bias`` ``(n_out,)`` and ``pos_emb`` ``(C_pe, *S)``, scaled in ``forward`` as in
     neural-tangents."""
+
+    takes_mask = True  # see ntkit.layers.masked_forward
 
     def __init__(self, spec: SelfAttention, in_shape: tuple[int, ...], *,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None):

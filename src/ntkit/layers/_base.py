@@ -57,6 +57,14 @@ class Layer:
         return ``True``; layers that act position by position pass ``out_full`` through."""
         return self, out_full
 
+    def mask_role(self) -> str | None:
+        """How masked positions (``kernel(..., mask_constant=c)``) pass this layer:
+        ``"keep"`` (it acts position by position, or masks as attention does: the mask goes
+        on), ``"end"`` (a global pooling over the unmasked positions: no mask after it),
+        ``"chain"`` (a serial chain: its children's roles in order) or ``None``: masks are not
+        supported here and ``kernel`` raises before any work (see ``ntkit.layers._mask``)."""
+        return None
+
     def children(self) -> tuple[Layer, ...]:
         """The layers this one is made of, in order (a combinator's sublayers); ``()`` for a
         leaf."""

@@ -45,6 +45,9 @@ class Serial(Layer):
             k = remask(layer.kernel_fn(k))
         return k
 
+    def mask_role(self):
+        return "chain"
+
     def out_shape(self, in_shape):
         for layer in self.layers:
             in_shape = layer.out_shape(in_shape)

@@ -150,22 +150,12 @@ def remask(k):
 def check_maskable(net) -> None:
     """Raise ``ValueError`` naming the first layer of ``net`` that cannot carry masks before
     the mask ends (at a global pooling)."""
-    from ._activation import Activation, Identity
-    from ._attention import SelfAttention
-    from ._combinators import Serial
-    from ._conv import Conv
-    from ._pool import GlobalAvgPool
-
     def walk(layer) -> bool:  # True once a global pooling ended the mask
-        if isinstance(layer, Serial):
-            return any(walk(child) for child in layer.layers)
-        if isinstance(layer, GlobalAvgPool):
-            return True
-        if isinstance(layer, (Activation, Identity, SelfAttention)):
-            return False
-        if isinstance(layer, Conv) and set(layer.filter_shape) == {1} \
-                and set(layer.strides) == {1}:
-            return False
+        role = layer.mask_role()
+        if role == "chain":
+            return any(walk(child) for child in layer.children())
+        if role in ("keep", "end"):
+            return role == "end"
         raise ValueError(
             f"{layer!r} does not support masked inputs (mask_constant): masks are carried by "
             f"position-wise layers (activations, Conv with filter (1,) and stride 1), "
@@ -201,21 +191,18 @@ def masked_forward(model: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
         >>> L.masked_forward(model, x0, mask).shape
         torch.Size([2, 8])
     """
-    from ._attention import SelfAttentionModule
-    from ._pool import _GlobalPoolModule
-
     mask = check_mask(mask, x)
     modules = list(model) if isinstance(model, nn.Sequential) else [model]
     for module in modules:
         if mask is not None and x.ndim > 2:
             x = x.masked_fill(mask.unsqueeze(1), 0.0)
-        if isinstance(module, (SelfAttentionModule, _GlobalPoolModule)):
+        if getattr(module, "takes_mask", False):  # attention, global pooling
             x = module(x, mask=mask)
         elif isinstance(module, nn.Sequential):
             x = masked_forward(module, x, mask) if mask is not None else module(x)
         else:
             x = module(x)
-        if isinstance(module, _GlobalPoolModule):
+        if getattr(module, "ends_mask", False):
             mask = None
     if mask is not None and x.ndim > 2:
         x = x.masked_fill(mask.unsqueeze(1), 0.0)

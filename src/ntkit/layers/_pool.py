@@ -184,6 +184,9 @@ class GlobalAvgPool(Layer):
 
     _sum = False
 
+    def mask_role(self):
+        return "end"  # the mean over unmasked positions
+
     def plan(self, out_full):
         return self, True
 
@@ -249,6 +252,8 @@ class GlobalSumPool(GlobalAvgPool):
 
 
 class _GlobalPoolModule(nn.Module):
+    takes_mask = ends_mask = True  # see ntkit.layers.masked_forward
+
     def __init__(self, is_sum: bool):
         super().__init__()
         self.is_sum = is_sum
