@@ -30,6 +30,11 @@ identity when ``pos_emb_decay_fn`` is ``None``), scaled by ``W_pos_emb_std``; ke
 queries always see them, values only with ``val_pos_emb``. In the kernel they replace
 ``K`` by ``w_in K + w_pe R`` (``w_pe = W_pos_emb_std^2``, both weighted by their share of
 the channels for ``"concat"``).
+
+Masked positions (``spec.kernel(..., mask_constant=c)``, see ``ntkit.layers._mask``), as
+neural-tangents masks them: masked keys get no weight (softmax logits ``-inf``, other
+mechanisms ``0``), positional embeddings are zero there (their ``R`` rows and columns
+too), and the outputs at masked queries are zero (the layer's kernel is remasked).
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ class SelfAttention(Layer):
       values see them too.
 
     Inputs are channels first, ``(N, C, *S)``; the output is ``(N, n_chan_out, *S)``.
+    Padding tokens are masked with ``kernel(..., mask_constant=c)`` (finite twin:
+    :func:`~ntkit.layers.masked_forward`).
 
     Example:
         >>> import torch

@@ -172,7 +172,9 @@ class _PoolModule(nn.Module):
 @dataclass(frozen=True)
 class GlobalAvgPool(Layer):
     """Mean over all positions: ``(N, C, *S) -> (N, C)``; the kernel is the mean of the full
-    spatial kernel over all pairs of positions, ``K' = mean_{p, p'} K(p, p')``.
+    spatial kernel over all pairs of positions, ``K' = mean_{p, p'} K(p, p')``. With masked
+    inputs (``kernel(..., mask_constant=c)``) the mean is over unmasked positions only, as
+    in neural-tangents, and the mask ends here.
 
     Example:
         >>> import torch
