@@ -34,6 +34,9 @@ class Activation(Layer):
         Must not modify its arguments."""
         raise NotImplementedError
 
+    def mask_role(self):
+        return "keep"  # position by position
+
     def out_shape(self, in_shape):
         return self._one(in_shape)
 
@@ -124,6 +127,9 @@ class Identity(Layer):
         >>> L.serial(L.Dense(3), L.Identity()).kernel(x).nngp.tolist()
         [[0.5, 0.0], [0.0, 0.5]]
     """
+
+    def mask_role(self):
+        return "keep"  # position by position
 
     def out_shape(self, in_shape):
         return in_shape
