@@ -53,6 +53,10 @@ class Kernel:
       ``from_inputs`` for a first layer whose kernel is not a function of inner products
       alone (``SirenInput``'s uniform weights); later records carry it unchanged, so read it
       through :meth:`raw_inputs`, which returns it only while the record still describes them.
+    - ``mask1``, ``mask2``: ``(N1, *S)``, ``(N2, *S)`` booleans, ``True`` at masked
+      positions of sequence inputs (``Layer.kernel(..., mask_constant=c)``, see
+      ``ntkit.layers._mask``), or ``None``: no masking (``mask2`` also ``None`` when
+      ``x1_is_x2`` or ``diagonal``: ``mask1`` serves both).
 
     Example:
         >>> import torch
@@ -74,6 +78,8 @@ class Kernel:
     depends_on: frozenset[int] = frozenset()
     diagonal_spatial: bool = False
     inputs: RawInputs | None = None
+    mask1: Tensor | None = None
+    mask2: Tensor | None = None
 
     @classmethod
     def from_inputs(

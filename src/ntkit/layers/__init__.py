@@ -37,6 +37,8 @@ from ._dense import Dense as Dense
 from ._dense import DenseModule as DenseModule
 from ._elementwise import Elementwise as Elementwise
 from ._elementwise import compose as compose
+from ._mask import input_mask as input_mask
+from ._mask import masked_forward as masked_forward
 from ._myrtle import myrtle as myrtle
 from ._named import ACTIVATIONS as ACTIVATIONS
 from ._named import activation as activation
@@ -68,7 +70,7 @@ from ._winner import winner_noise_scales as winner_noise_scales
 __all__ = [
     "Layer", "Activation",
     "Dense", "DenseModule", "Conv", "ConvModule",
-    "SelfAttention", "SelfAttentionModule",
+    "SelfAttention", "SelfAttentionModule", "input_mask", "masked_forward",
     "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     "LayerNorm", "Dropout", "myrtle",
     "ReLU", "LeakyReLU", "ABReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Gaussian", "Identity",

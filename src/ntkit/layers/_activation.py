@@ -51,6 +51,9 @@ class Activation(Layer):
             t = tdot.copy_(t)
         return nngp, t
 
+    def mask_role(self):
+        return "keep"  # position by position
+
     def out_shape(self, in_shape):
         return self._one(in_shape)
 
@@ -141,6 +144,9 @@ class Identity(Layer):
         >>> L.serial(L.Dense(3), L.Identity()).kernel(x).nngp.tolist()
         [[0.5, 0.0], [0.0, 0.5]]
     """
+
+    def mask_role(self):
+        return "keep"  # position by position
 
     def out_shape(self, in_shape):
         return in_shape

@@ -30,6 +30,11 @@ identity when ``pos_emb_decay_fn`` is ``None``), scaled by ``W_pos_emb_std``; ke
 queries always see them, values only with ``val_pos_emb``. In the kernel they replace
 ``K`` by ``w_in K + w_pe R`` (``w_pe = W_pos_emb_std^2``, both weighted by their share of
 the channels for ``"concat"``).
+
+Masked positions (``spec.kernel(..., mask_constant=c)``, see ``ntkit.layers._mask``), as
+neural-tangents masks them: masked keys get no weight (softmax logits ``-inf``, other
+mechanisms ``0``), positional embeddings are zero there (their ``R`` rows and columns
+too), and the outputs at masked queries are zero (the layer's kernel is remasked).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from torch import Tensor, nn
 from .._checks import positive_int, real_number
 from ..kernel import Kernel, restore_diagonal
 from ._base import Layer, fresh_token
+from ._mask import check_mask, remask, zero_masked
 from ._serialize import register_layer
 from ._spatial import check_full
 
@@ -92,6 +98,8 @@ class SelfAttention(Layer):
       values see them too.
 
     Inputs are channels first, ``(N, C, *S)``; the output is ``(N, n_chan_out, *S)``.
+    Padding tokens are masked with ``kernel(..., mask_constant=c)`` (finite twin:
+    :func:`~ntkit.layers.masked_forward`).
 
     Example:
         >>> import torch
@@ -157,6 +165,9 @@ class SelfAttention(Layer):
     def plan(self, out_full):
         return self, True  # every output position mixes all input positions
 
+    def mask_role(self):
+        return "keep"  # masked keys get no weight, masked queries zero outputs
+
     def out_shape(self, in_shape):
         in_shape = self._one(in_shape)
         if len(in_shape) < 2:
@@ -207,13 +218,31 @@ class SelfAttention(Layer):
             r = positional_covariance(sizes, self.pos_emb_p_norm, self.pos_emb_decay_fn,
                                       like=cov1)
 
-        def interp(t: Tensor | None) -> Tensor | None:
+        m1 = k.mask1
+        m2 = m1 if k.mask2 is None or k.diagonal else k.mask2
+        pos_cov = {}
+
+        def embeddings(side: str) -> Tensor:
+            """``R`` for the kernel array ``side`` (``"1"``: cov1, ``"2"``: cov2, ``"12"``:
+            nngp/ntk); zero at masked positions, whose embeddings the twin zeroes too."""
+            if m1 is None:
+                return r
+            if side not in pos_cov:
+                if side == "12" and not k.diagonal:
+                    pos_cov[side] = zero_masked(r.expand(len(m1), len(m2), p, p), m1, m2,
+                                                pair=True)
+                else:
+                    m = m2 if side == "2" else m1
+                    pos_cov[side] = zero_masked(r.expand(len(m), p, p), m, None, pair=False)
+            return pos_cov[side]
+
+        def interp(t: Tensor | None, side: str = "12") -> Tensor | None:
             if t is None or r is None:
                 return t
-            return w_in * t + w_pe * r
+            return w_in * t + w_pe * embeddings(side)
 
-        def values(t: Tensor | None) -> Tensor | None:  # the values' input kernel
-            return interp(t) if self.val_pos_emb else t
+        def values(t: Tensor | None, side: str = "12") -> Tensor | None:  # values' input
+            return interp(t, side) if self.val_pos_emb else t
 
         ob2, b2 = (self.W_out_std * self.W_value_std) ** 2, (self.b_std or 0.0) ** 2
         if self.linear_scaling:
@@ -224,18 +253,28 @@ class SelfAttention(Layer):
         if k.x1_is_x2 and not k.diagonal:
             restore_diagonal(nngp, cov1)
         token = fresh_token()
-        return k.replace(
+        # Masked queries' outputs are zero (neural-tangents remasks this layer's kernel).
+        return remask(k.replace(
             nngp=unflat(nngp), ntk=None if ntk is None else unflat(ntk), cov1=unflat(cov1),
             cov2=None if cov2 is None else unflat(cov2),
             shape1=(k.shape1[0], *out_shape), shape2=(k.shape2[0], *out_shape),
             is_gaussian=True, linear_in=frozenset({token}), depends_on=k.depends_on | {token},
-        )
+        ))
 
     def _linear_scaling(self, nngp, ntk, cov1, cov2, interp, values, ob2, b2, k):
         mechanism = _MECHANISMS[self.attention_mechanism]
         qk = self.W_query_std * self.W_key_std
-        g1 = mechanism(qk * interp(cov1))  # (N1, P, P): attention of each example
-        g2 = g1 if cov2 is None else mechanism(qk * interp(cov2))
+
+        def attention(cov: Tensor, side: str, mask: Tensor | None) -> Tensor:
+            logits = qk * interp(cov, side)  # (N, P, P): queries by keys
+            if mask is not None:  # masked keys get no weight
+                fill = -math.inf if self.attention_mechanism == "softmax" else 0.0
+                logits = logits.masked_fill(mask.flatten(1)[:, None, :], fill)
+            return mechanism(logits)
+
+        g1 = attention(cov1, "1", k.mask1)
+        g2 = g1 if cov2 is None else attention(cov2, "2",
+                                               k.mask1 if k.mask2 is None else k.mask2)
 
         def weigh(t: Tensor, left: Tensor, right: Tensor, pair: bool) -> Tensor:
             if pair:  # G(x_i) T_ij G(x'_j)^T
@@ -244,8 +283,8 @@ class SelfAttention(Layer):
 
         pair = not k.diagonal
         out = weigh(values(nngp), g1, g2, pair).mul_(ob2).add_(b2)
-        c1 = weigh(values(cov1), g1, g1, False).mul_(ob2).add_(b2)
-        c2 = None if cov2 is None else weigh(values(cov2), g2, g2, False).mul_(ob2).add_(b2)
+        c1 = weigh(values(cov1, "1"), g1, g1, False).mul_(ob2).add_(b2)
+        c2 = None if cov2 is None else weigh(values(cov2, "2"), g2, g2, False).mul_(ob2).add_(b2)
         theta = None
         if ntk is not None:
             # Values and output weights: K' - b^2 each; the bias: b^2.
@@ -264,11 +303,11 @@ class SelfAttention(Layer):
         def dot(a: Tensor, b: Tensor) -> Tensor:
             return (a * b).sum((-2, -1), keepdim=True)
 
-        n_i, c1_i, c2_i = interp(nngp), interp(cov1), interp(cov2)
+        n_i, c1_i, c2_i = interp(nngp), interp(cov1, "1"), interp(cov2, "2")
         d12 = dot(n_i, values(nngp))
         out = (std2 * d12 * n_i).add_(b2)
-        c1 = (std2 * dot(c1_i, values(cov1)) * c1_i).add_(b2)
-        c2 = None if cov2 is None else (std2 * dot(c2_i, values(cov2)) * c2_i).add_(b2)
+        c1 = (std2 * dot(c1_i, values(cov1, "1")) * c1_i).add_(b2)
+        c2 = None if cov2 is None else (std2 * dot(c2_i, values(cov2, "2")) * c2_i).add_(b2)
         theta = None
         if ntk is not None:
             full = torch.zeros_like(nngp) if ntk.ndim == 0 else ntk
@@ -306,6 +345,8 @@ class SelfAttentionModule(nn.Module):
     ``bias`` ``(n_out,)`` and ``pos_emb`` ``(C_pe, *S)``, scaled in ``forward`` as in
     neural-tangents."""
 
+    takes_mask = True  # see ntkit.layers.masked_forward
+
     def __init__(self, spec: SelfAttention, in_shape: tuple[int, ...], *,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
         super().__init__()
@@ -332,18 +373,29 @@ class SelfAttentionModule(nn.Module):
             chol = torch.linalg.cholesky(r)
         self.register_buffer("chol", chol)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``(N, C, *S)`` inputs to ``(N, n_chan_out, *S)`` outputs; ``mask`` ``(N, *S)``
+        booleans (``True`` = masked, see :func:`~ntkit.layers.input_mask`): masked positions
+        are zeroed in the inputs and embeddings, get no attention weight as keys and give
+        zero outputs as queries (neural-tangents' masking)."""
         s = self.spec
         n, sizes = x.shape[0], x.shape[2:]
+        keep = None
+        if mask is not None:
+            keep = ~check_mask(mask, x).flatten(1)[..., None]  # (N, P, 1)
         x = x.flatten(2).transpose(1, 2)  # (N, P, C)
+        if keep is not None:
+            x = x * keep
         x_val = x
         if self.pos_emb is not None:
             pe = self.pos_emb.flatten(1).T  # (P, C_pe)
             if self.chol is not None:  # embeddings of covariance R between positions
                 pe = self.chol @ pe
             pe = s.W_pos_emb_std * pe
+            if keep is not None:
+                pe = pe * keep  # (N, P, C_pe)
             x = x + pe if s.pos_emb_type == "sum" else torch.cat(
-                [x, pe.expand(n, *pe.shape)], dim=-1)
+                [x, pe.expand(n, *pe.shape[-2:])], dim=-1)
             if s.val_pos_emb:
                 x_val = x
         keys = torch.einsum("npc,hck->hnpk", x, self.key)
@@ -351,10 +403,15 @@ class SelfAttentionModule(nn.Module):
         values = torch.einsum("npc,hcv->hnpv", x_val, self.value)
         scale = x.shape[-1] * s.n_chan_key ** (1.0 if s.linear_scaling else 0.5)
         logits = queries @ keys.transpose(-1, -2) * (s.W_query_std * s.W_key_std / scale)
+        if keep is not None:  # (H, N, P queries, P keys)
+            fill = -math.inf if s.attention_mechanism == "softmax" else 0.0
+            logits = logits.masked_fill(~keep.transpose(1, 2)[None], fill)
         heads = _MECHANISMS[s.attention_mechanism](logits) @ values  # (H, N, P, n_val)
         heads = heads.permute(1, 2, 0, 3).reshape(n, -1, s.n_heads * s.n_chan_val)
         out = heads @ self.out * (s.W_out_std * s.W_value_std
                                   / math.sqrt(s.n_chan_val * s.n_heads * x_val.shape[-1]))
         if self.bias is not None:
             out = out + s.b_std * self.bias
+        if keep is not None:
+            out = out * keep
         return out.transpose(1, 2).reshape(n, s.n_chan_out, *sizes)

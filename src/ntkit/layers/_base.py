@@ -57,6 +57,14 @@ class Layer:
         return ``True``; layers that act position by position pass ``out_full`` through."""
         return self, out_full
 
+    def mask_role(self) -> str | None:
+        """How masked positions (``kernel(..., mask_constant=c)``) pass this layer:
+        ``"keep"`` (it acts position by position, or masks as attention does: the mask goes
+        on), ``"end"`` (a global pooling over the unmasked positions: no mask after it),
+        ``"chain"`` (a serial chain: its children's roles in order) or ``None``: masks are not
+        supported here and ``kernel`` raises before any work (see ``ntkit.layers._mask``)."""
+        return None
+
     def children(self) -> tuple[Layer, ...]:
         """The layers this one is made of, in order (a combinator's sublayers); ``()`` for a
         leaf."""
@@ -82,6 +90,7 @@ class Layer:
         batch_size: int | None = None,
         max_memory: int | str | None = None,
         progress: bool = True,
+        mask_constant: float | None = None,
     ) -> Kernel:
         """The infinite-width NNGP and NTK of this network between two batches of inputs.
 
@@ -103,6 +112,11 @@ class Layer:
           for even one pair of inputs raises ``ValueError`` at once. ``None``: 1 GiB of
           working memory for image networks, no limit for fully-connected ones.
         - ``progress``: show a progress bar over the blocks on terminals (after 3 s).
+        - ``mask_constant``: a number (or ``float("nan")``) marking padding in sequence
+          inputs ``(N, C, *S)``: a position whose channels all equal it is masked, as in
+          neural-tangents (``SelfAttention`` gives it no weight as a key and a zero output,
+          ``GlobalAvgPool`` averages over the other positions; see
+          :func:`~ntkit.layers.input_mask`). ``None``: no masking.
 
         **Returns:** a :class:`~ntkit.Kernel` whose ``nngp`` and ``ntk`` are ``(N1, N2)``
         tensors (``(N1,)`` with ``diagonal=True``) of the inputs' dtype and device; ``ntk``
@@ -125,8 +139,17 @@ class Layer:
             >>> k.nngp.shape, k.ntk.shape
             (torch.Size([5, 5]), torch.Size([5, 5]))
         """
+        masks = None
+        if mask_constant is not None:
+            from ._mask import check_maskable, input_mask
+            check_maskable(self)
+            x1, m1 = input_mask(x1, mask_constant, name="x1")
+            m2 = m1
+            if x2 is not None:
+                x2, m2 = input_mask(x2, mask_constant, name="x2")
+            masks = (m1, m2)
         return compute_kernel(self, x1, x2, get=get, diagonal=diagonal, batch_size=batch_size,
-                              max_memory=max_memory, progress=progress)
+                              max_memory=max_memory, progress=progress, masks=masks)
 
     def module(
         self,

@@ -14,6 +14,7 @@ from ._activation import Activation
 from ._activation import Identity as _Identity
 from ._base import Layer
 from ._elementwise import compose
+from ._mask import remask
 from ._serialize import register_layer
 from ._shape import SpatialDiagonal, drop_to_diagonal
 
@@ -40,8 +41,12 @@ class Serial(Layer):
 
     def kernel_fn(self, k):
         for layer in self.layers:
-            k = layer.kernel_fn(k)
+            # Masked positions stay zero feature vectors (neural-tangents' remask_kernel).
+            k = remask(layer.kernel_fn(k))
         return k
+
+    def mask_role(self):
+        return "chain"
 
     def out_shape(self, in_shape):
         for layer in self.layers:

@@ -22,6 +22,7 @@ from .._bytes import parse_bytes
 from .._checks import all_finite, as_inputs, check_get, check_pair, positive_int
 from ..kernel import Kernel, in_finite_dtype, input_variances, mirror, transpose_pairs
 from ._budget import block_cost
+from ._mask import remask
 from ._protocol import LayerProtocol
 
 # 512 x 512 entries: ~1 MB per float32 temporary, so one block's layer-by-layer work stays in
@@ -34,8 +35,9 @@ BLOCK_ENTRIES = 2**21
 
 
 def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_size: int | None,
-                   max_memory=None, progress: bool = True) -> Kernel:
-    """See :meth:`ntkit.layers.Layer.kernel`."""
+                   max_memory=None, progress: bool = True, masks=None) -> Kernel:
+    """See :meth:`ntkit.layers.Layer.kernel`; ``masks``: ``(mask1, mask2)`` of masked
+    positions (``ntkit.layers._mask``) or ``None``."""
     get = check_get(get)
     need_ntk = "ntk" in get
     x1 = as_inputs(x1, "x1")
@@ -55,14 +57,14 @@ def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_siz
         return _blocks(planned, x1.to(work), None if x2 is None else x2.to(work),
                        out_dtype=x1.dtype, need_ntk=need_ntk, diagonal=diagonal, full=full,
                        diag_sp=diag_sp, batch_size=batch_size, max_memory=max_memory,
-                       progress=progress)
+                       progress=progress, masks=masks)
 
     return in_finite_dtype(run, x1, x2)
 
 
 def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype: torch.dtype,
             need_ntk: bool, diagonal: bool, full: bool, diag_sp: bool, batch_size: int | None,
-            max_memory, progress: bool) -> tuple[Kernel, bool]:
+            max_memory, progress: bool, masks=None) -> tuple[Kernel, bool]:
     """``(kernel, finite)``: :func:`compute_kernel` on validated inputs, computed in their
     dtype and returned in ``out_dtype``; ``finite`` says whether every entry is finite."""
     bs = _block_size(planned, x1, x2, need_ntk=need_ntk, diagonal=diagonal, full=full,
@@ -78,7 +80,14 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
         cols = None if j is None else slice(j, j + bs)
         other, other_var = (x1, var1) if x2 is None else (x2, var2)
         return block(x1[rows], None if cols is None else other[cols], var1[rows],
-                     None if cols is None else other_var[cols], diagonal=diag)
+                     None if cols is None else other_var[cols], diagonal=diag,
+                     masks=None if masks is None else (
+                         masks[0][rows], None if cols is None
+                         else masks[0 if x2 is None else 1][cols]))
+
+    def whole(k: Kernel) -> dict:  # the masks of all rows, where the output still has them
+        return {} if k.mask1 is None else dict(
+            mask1=masks[0], mask2=None if x2 is None or diagonal else masks[1])
 
     starts1 = range(0, x1.shape[0], bs)
     n1 = x1.shape[0]
@@ -101,7 +110,8 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
             else None
         finite = all_finite(nngp) and (ntk is None or all_finite(ntk))
         return parts[0].replace(nngp=nngp, ntk=ntk, cov1=nngp, shape1=_rows(parts[0].shape1, x1),
-                                shape2=_rows(parts[0].shape2, x1), inputs=None), finite
+                                shape2=_rows(parts[0].shape2, x1), inputs=None,
+                                **whole(parts[0])), finite
 
     out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk, dtype=out_dtype)
     cov1: list[Tensor] = []
@@ -124,19 +134,19 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
         nngp=out.nngp, ntk=out.ntk, cov1=torch.cat(cov1).to(out_dtype),
         cov2=None if x2 is None else torch.cat(cov2).to(out_dtype),
         x1_is_x2=x2 is None, shape1=_rows(last.shape1, x1),
-        shape2=_rows(last.shape2, x1 if x2 is None else x2), inputs=None,
+        shape2=_rows(last.shape2, x1 if x2 is None else x2), inputs=None, **whole(last),
     ), out.finite()
 
 
 def block_function(planned: LayerProtocol, x1: Tensor, *, need_ntk: bool, diag_sp: bool):
-    """``f(x1, x2, var1, var2, *, diagonal=False) -> Kernel``: :func:`kernel_block` of
-    ``planned`` for inputs like ``x1`` (a batch or its blocks), by the fused in-place chain of
-    ``_fc_chain`` when the network is a fully connected chain of ``Dense`` and closed-form
-    activations. Its results may be views of buffers that the next call overwrites: copy
-    them out (``_Assembly.put``) before calling again."""
-    def general(a, b, va, vb, *, need_ntk=need_ntk, diagonal=False):
+    """``f(x1, x2, var1, var2, *, diagonal=False, masks=None) -> Kernel``:
+    :func:`kernel_block` of ``planned`` for inputs like ``x1`` (a batch or its blocks), by
+    the fused in-place chain of ``_fc_chain`` when the network is a fully connected chain of
+    ``Dense`` and closed-form activations. Its results may be views of buffers that the next
+    call overwrites: copy them out (``_Assembly.put``) before calling again."""
+    def general(a, b, va, vb, *, need_ntk=need_ntk, diagonal=False, masks=None):
         return kernel_block(planned, a, b, va, vb, need_ntk=need_ntk, diag_sp=diag_sp,
-                            diagonal=diagonal)
+                            diagonal=diagonal, masks=masks)
 
     # Imported here: the layer classes it inspects import this module (through Layer).
     from ._fc_chain import FCChain
@@ -145,7 +155,9 @@ def block_function(planned: LayerProtocol, x1: Tensor, *, need_ntk: bool, diag_s
     if chain is None:
         return general
 
-    def fused(a, b, va, vb, *, diagonal=False):
+    def fused(a, b, va, vb, *, diagonal=False, masks=None):
+        if masks is not None:  # masks are for sequences; never with flat inputs
+            return general(a, b, va, vb, diagonal=diagonal, masks=masks)
         return chain.kernel_block(a, b, va, vb, need_ntk=need_ntk, diagonal=diagonal)
 
     return fused
@@ -153,14 +165,16 @@ def block_function(planned: LayerProtocol, x1: Tensor, *, need_ntk: bool, diag_s
 
 def kernel_block(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, var1: Tensor,
                  var2: Tensor | None, *, need_ntk: bool, diag_sp: bool,
-                 diagonal: bool = False) -> Kernel:
+                 diagonal: bool = False, masks=None) -> Kernel:
     """The kernel map of the planned network on one block: ``(B1, ...)`` inputs ``x1`` against
     ``(B2, ...)`` inputs ``x2`` (``None``: ``x1`` against itself, exactly symmetric), with
     their input variances ``var1``, ``var2`` (``input_variances`` of the whole batch, sliced).
     A pure function of its arguments: the same block gives the same bits wherever it runs."""
     k0 = Kernel.from_inputs(x1, x2, diagonal=diagonal, ntk=need_ntk, cov1=var1, cov2=var2,
                             diagonal_spatial=diag_sp)
-    out = planned.kernel_fn(k0)
+    if masks is not None:
+        k0 = k0.replace(mask1=masks[0], mask2=masks[1])
+    out = remask(planned.kernel_fn(k0))
     if isinstance(out, list):
         raise ValueError(
             f"the network ends in {len(out)} branches; merge them with FanInSum() or "

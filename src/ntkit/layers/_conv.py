@@ -100,6 +100,11 @@ class Conv(Layer):
                 for size, f, s in zip(in_shape[1:], self.filter_shape, self.strides,
                                       strict=True)]
 
+    def mask_role(self):
+        # A 1-wide filter with stride 1 maps each position by itself; wider ones mix
+        # masked positions into their neighbours (not implemented).
+        return "keep" if set(self.filter_shape) == {1} and set(self.strides) == {1} else None
+
     def out_shape(self, in_shape):
         in_shape = self._one(in_shape)
         n = len(self.filter_shape)

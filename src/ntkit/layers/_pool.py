@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel, restore_diagonal
 from ._base import Layer
+from ._mask import remask
 from ._serialize import register_layer
 from ._spatial import (
     check_full,
@@ -171,7 +172,9 @@ class _PoolModule(nn.Module):
 @dataclass(frozen=True)
 class GlobalAvgPool(Layer):
     """Mean over all positions: ``(N, C, *S) -> (N, C)``; the kernel is the mean of the full
-    spatial kernel over all pairs of positions, ``K' = mean_{p, p'} K(p, p')``.
+    spatial kernel over all pairs of positions, ``K' = mean_{p, p'} K(p, p')``. With masked
+    inputs (``kernel(..., mask_constant=c)``) the mean is over unmasked positions only, as
+    in neural-tangents, and the mask ends here.
 
     Example:
         >>> import torch
@@ -182,6 +185,9 @@ class GlobalAvgPool(Layer):
     """
 
     _sum = False
+
+    def mask_role(self):
+        return "end"  # the mean over unmasked positions
 
     def plan(self, out_full):
         return self, True
@@ -198,7 +204,28 @@ class GlobalAvgPool(Layer):
         def pool(t: Tensor) -> Tensor:
             return reduce(t.reshape(*t.shape[:t.ndim - 2 * s], -1), -1)
 
-        return reduce_positions(k, pool, self.out_shape(k.shape1[1:]))
+        out = self.out_shape(k.shape1[1:])
+        if k.mask1 is None:
+            return reduce_positions(k, pool, out)
+        # Masked inputs: the mean over unmasked positions only (neural-tangents'), i.e. the
+        # sum of the remasked kernel (zero at masked positions) over the unmasked counts.
+        k = remask(k)
+        n1 = (~k.mask1).flatten(1).sum(1).to(k.nngp.dtype)
+        n2 = n1 if k.mask2 is None else (~k.mask2).flatten(1).sum(1).to(k.nngp.dtype)
+
+        def masked(t: Tensor | None, count: Tensor) -> Tensor | None:
+            if t is None or t.ndim == 0:
+                return t
+            total = t.reshape(*t.shape[:t.ndim - 2 * s], -1).sum(-1)
+            return total if self._sum else total / count
+
+        pair = n1 ** 2 if k.diagonal else n1[:, None] * n2[None, :]
+        nngp, cov1 = masked(k.nngp, pair), masked(k.cov1, n1 ** 2)
+        if k.x1_is_x2 and not k.diagonal:
+            restore_diagonal(nngp, cov1)
+        return k.replace(nngp=nngp, ntk=masked(k.ntk, pair), cov1=cov1,
+                         cov2=masked(k.cov2, n2 ** 2), shape1=(k.shape1[0], *out),
+                         shape2=(k.shape2[0], *out), mask1=None, mask2=None)
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
         return _GlobalPoolModule(self._sum)
@@ -227,10 +254,16 @@ class GlobalSumPool(GlobalAvgPool):
 
 
 class _GlobalPoolModule(nn.Module):
+    takes_mask = ends_mask = True  # see ntkit.layers.masked_forward
+
     def __init__(self, is_sum: bool):
         super().__init__()
         self.is_sum = is_sum
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         flat = x.reshape(x.shape[0], x.shape[1], -1)
-        return flat.sum(-1) if self.is_sum else flat.mean(-1)
+        if mask is None:
+            return flat.sum(-1) if self.is_sum else flat.mean(-1)
+        keep = ~mask.reshape(mask.shape[0], 1, -1)  # masked positions left out
+        total = (flat * keep).sum(-1)
+        return total if self.is_sum else total / keep.sum(-1)
