@@ -54,6 +54,9 @@ class Activation(Layer):
     def mask_role(self):
         return "keep"  # position by position
 
+    def fc_role(self):
+        return "activation" if type(self).kernel_fn is Activation.kernel_fn else None
+
     def out_shape(self, in_shape):
         return self._one(in_shape)
 

@@ -57,6 +57,13 @@ class Layer:
         return ``True``; layers that act position by position pass ``out_full`` through."""
         return self, out_full
 
+    def fc_role(self) -> str | None:
+        """This layer's part in the fused fully connected chain (``_fc_chain``): ``"dense"``
+        (:meth:`Dense.update` is its kernel map), ``"activation"`` (its kernel map is
+        :class:`Activation`'s, from ``expectations_into``), ``"serial"`` (a chain of
+        children) or ``None``: such networks take the general route."""
+        return None
+
     def mask_role(self) -> str | None:
         """How masked positions (``kernel(..., mask_constant=c)``) pass this layer:
         ``"keep"`` (it acts position by position, or masks as attention does: the mask goes

@@ -45,6 +45,9 @@ class Serial(Layer):
             k = remask(layer.kernel_fn(k))
         return k
 
+    def fc_role(self):
+        return "serial"
+
     def mask_role(self):
         return "chain"
 

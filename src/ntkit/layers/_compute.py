@@ -22,6 +22,7 @@ from .._bytes import parse_bytes
 from .._checks import all_finite, as_inputs, check_get, check_pair, positive_int
 from ..kernel import Kernel, in_finite_dtype, input_variances, mirror, transpose_pairs
 from ._budget import block_cost
+from ._fc_chain import FCChain
 from ._mask import remask
 from ._protocol import LayerProtocol
 
@@ -147,9 +148,6 @@ def block_function(planned: LayerProtocol, x1: Tensor, *, need_ntk: bool, diag_s
     def general(a, b, va, vb, *, need_ntk=need_ntk, diagonal=False, masks=None):
         return kernel_block(planned, a, b, va, vb, need_ntk=need_ntk, diag_sp=diag_sp,
                             diagonal=diagonal, masks=masks)
-
-    # Imported here: the layer classes it inspects import this module (through Layer).
-    from ._fc_chain import FCChain
 
     chain = FCChain.of(planned, general) if x1.ndim == 2 else None
     if chain is None:

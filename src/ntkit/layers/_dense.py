@@ -104,6 +104,9 @@ class Dense(Layer):
                            parametrization=self.parametrization, generator=generator,
                            dtype=dtype)
 
+    def fc_role(self):
+        return "dense" if type(self).kernel_fn is Dense.kernel_fn else None
+
     def _variances(self) -> tuple[float, float]:
         return self.W_std**2, (self.b_std or 0.0) ** 2
 

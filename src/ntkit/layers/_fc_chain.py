@@ -24,9 +24,6 @@ import torch
 from torch import Tensor
 
 from ..kernel import Kernel, restore_diagonal
-from ._activation import Activation
-from ._combinators import Serial
-from ._dense import Dense, affine
 
 __all__ = ["FCChain"]
 
@@ -51,19 +48,14 @@ class FCChain:
 
         ``template(x1, x2, var1, var2)`` is the general route's block (used for the record's
         bookkeeping fields, on one input pair, and for ``diagonal=True``)."""
-        layers = tuple(planned.layers) if isinstance(planned, Serial) else (planned,)
-        if not layers or type(layers[0]) is not Dense:
+        # Roles, not classes: the layer modules import this one (through Layer.kernel).
+        layers = tuple(planned.layers) if planned.fc_role() == "serial" else (planned,)
+        roles = [layer.fc_role() for layer in layers]
+        if not roles or roles[0] != "dense" or any(r not in ("dense", "activation")
+                                                   for r in roles):
             return None
-        previous = None
-        for layer in layers:
-            if type(layer) is Dense:
-                pass
-            elif isinstance(layer, Activation) and type(layer).kernel_fn is Activation.kernel_fn:
-                if not isinstance(previous, Dense):
-                    return None  # two nonlinearities in a row: the general route raises
-            else:
-                return None
-            previous = layer
+        if any(a == b == "activation" for a, b in zip(roles, roles[1:], strict=False)):
+            return None  # two nonlinearities in a row: the general route raises
         return cls(layers, template)
 
     def kernel_block(self, x1: Tensor, x2: Tensor | None, var1: Tensor, var2: Tensor | None,
@@ -88,15 +80,14 @@ class FCChain:
         zero = True  # the NTK of the inputs is 0 until the first Dense
         fan_in = d
         for layer in self.layers:
-            if type(layer) is Dense:
+            if layer.fc_role() == "dense":
                 if need_ntk:
                     _, ntk = layer.update(q, q.new_zeros(()) if zero else ntk, fan_in=fan_in,
                                           out=(q, t))
                 else:
                     layer.update(q, None, fan_in=fan_in, out=(q, None))
-                w2, b2 = layer._variances()
-                v1 = affine(v1, w2, b2)
-                v2 = v1 if same else affine(v2, w2, b2)
+                v1 = layer.update(v1, None, fan_in=fan_in)[0]
+                v2 = v1 if same else layer.update(v2, None, fan_in=fan_in)[0]
                 zero = False
                 fan_in = layer.out_features
             else:
