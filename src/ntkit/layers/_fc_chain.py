@@ -10,10 +10,11 @@ leave the cache. Here the same formulas (:meth:`Dense.update`,
 buffers allocated once per computation, which is what brings a fully connected kernel close
 to the cost of its Gram matrix (``bench/kernels_fc.py``).
 
-Used for networks that are a flat chain of ``Dense`` and activations that take their
-expectations from :meth:`Activation.expectations_into` (every layer in ``_closed_form``);
-anything else (images, fan-out, composed or numerical nonlinearities, normalization) takes the
-general route, and so does ``diagonal=True``.
+Used for networks that are a flat chain of ``Dense`` and activations (``Layer.fc_role``);
+the closed forms of ``_closed_form`` work in the buffers, other activations (quadrature,
+compositions) join through the default ``expectations_into``, which copies. Anything else
+(images, fan-out, normalization, SIREN's first layer) takes the general route, and so does
+``diagonal=True``.
 """
 
 from __future__ import annotations
