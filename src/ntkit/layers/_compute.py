@@ -36,9 +36,11 @@ BLOCK_ENTRIES = 2**21
 
 
 def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_size: int | None,
-                   max_memory=None, progress: bool = True, masks=None) -> Kernel:
+                   max_memory=None, progress: bool = True, masks=None, only: str | None = None,
+                   out: Tensor | None = None) -> Kernel:
     """See :meth:`ntkit.layers.Layer.kernel`; ``masks``: ``(mask1, mask2)`` of masked
-    positions (``ntkit.layers._mask``) or ``None``."""
+    positions (``ntkit.layers._mask``) or ``None``; ``only``, ``out``: see
+    :func:`kernel_matrix`."""
     get = check_get(get)
     need_ntk = "ntk" in get
     x1 = as_inputs(x1, "x1")
@@ -58,16 +60,41 @@ def compute_kernel(net: LayerProtocol, x1, x2, *, get, diagonal: bool, batch_siz
         return _blocks(planned, x1.to(work), None if x2 is None else x2.to(work),
                        out_dtype=x1.dtype, need_ntk=need_ntk, diagonal=diagonal, full=full,
                        diag_sp=diag_sp, batch_size=batch_size, max_memory=max_memory,
-                       progress=progress, masks=masks)
+                       progress=progress, masks=masks, only=only, out=out)
 
     return in_finite_dtype(run, x1, x2)
 
 
+def kernel_matrix(net: LayerProtocol, x1, x2, *, get: str, out: Tensor | None = None,
+                  batch_size: int | None = None) -> Tensor:
+    """One kernel, ``get`` (``"nngp"`` or ``"ntk"``), of ``(N1, d)`` inputs ``x1`` against
+    ``(N2, d)`` inputs ``x2``: an ``(N1, N2)`` tensor of ``x1``'s dtype, written into ``out``
+    (contiguous, that shape and dtype) when given.
+
+    For solvers that stream rows of a kernel many times (``ntkit.solve.krr``): the same
+    entries as ``net.kernel(x1, x2, get=get)`` without the record, without assembling the
+    other kernel, and with no fresh memory per call when ``out`` is reused.
+    """
+    if get not in ("nngp", "ntk"):
+        raise ValueError(f"get must be 'nngp' or 'ntk'; got {get!r}")
+    if out is not None:
+        n1, n2 = len(x1), len(x2)
+        if not isinstance(out, Tensor) or out.shape != (n1, n2) or not out.is_contiguous() \
+                or out.dtype != torch.as_tensor(x1[:0]).dtype:
+            raise ValueError(f"out must be a contiguous ({n1}, {n2}) tensor of x1's dtype; "
+                             f"got {getattr(out, 'shape', type(out).__name__)}")
+    k = compute_kernel(net, x1, x2, get=get, diagonal=False, batch_size=batch_size,
+                       progress=False, only=get, out=out)
+    return getattr(k, get)
+
+
 def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype: torch.dtype,
             need_ntk: bool, diagonal: bool, full: bool, diag_sp: bool, batch_size: int | None,
-            max_memory, progress: bool, masks=None) -> tuple[Kernel, bool]:
+            max_memory, progress: bool, masks=None, only: str | None = None,
+            out: Tensor | None = None) -> tuple[Kernel, bool]:
     """``(kernel, finite)``: :func:`compute_kernel` on validated inputs, computed in their
-    dtype and returned in ``out_dtype``; ``finite`` says whether every entry is finite."""
+    dtype and returned in ``out_dtype``; ``finite`` says whether every entry is finite.
+    ``only``, ``out``: see :func:`kernel_matrix` (the other kernel is then ``None``)."""
     bs = _block_size(planned, x1, x2, need_ntk=need_ntk, diagonal=diagonal, full=full,
                      batch_size=batch_size, max_memory=max_memory)
 
@@ -114,7 +141,8 @@ def _blocks(planned: LayerProtocol, x1: Tensor, x2: Tensor | None, *, out_dtype:
                                 shape2=_rows(parts[0].shape2, x1), inputs=None,
                                 **whole(parts[0])), finite
 
-    out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk, dtype=out_dtype)
+    out = _Assembly(n1, n2, symmetric=x2 is None, need_ntk=need_ntk, dtype=out_dtype,
+                    only=only, out=out)
     cov1: list[Tensor] = []
     cov2: list[Tensor] = []
     last = None
@@ -313,9 +341,11 @@ class _Assembly:
     on the first block, whose trailing (spatial) shape it takes."""
 
     def __init__(self, n1: int, n2: int, *, symmetric: bool, need_ntk: bool,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, only: str | None = None, out: Tensor | None = None):
         self.n1, self.n2, self.symmetric, self.need_ntk = n1, n2, symmetric, need_ntk
         self.dtype = dtype
+        # ``only`` ("nngp" or "ntk"): assemble that kernel alone, into ``out`` when given.
+        self.only, self.out = only, out
         self.nngp: Tensor | None = None
         self.ntk: Tensor | None = None
         # The running sum of every block's entries (see finite()), one 0-d tensor: a list of
@@ -325,14 +355,22 @@ class _Assembly:
 
     def put(self, k: Kernel, i: int, j: int) -> None:
         """Write block ``k`` (rows from ``i``, columns from ``j``); see :func:`_put`."""
-        if self.nngp is None:
+        if self._total is None:
             shape = (self.n1, self.n2) + tuple(k.nngp.shape[2:])
-            self.nngp = _empty(shape, self.dtype, k.nngp.device)
-            self.ntk = _empty(shape, self.dtype, k.nngp.device) if self.need_ntk else None
-        _put(self.nngp, k.nngp, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
-        # Summed while the block is in cache (no synchronisation): see finite().
-        self._add(k.nngp.sum())
-        if self.need_ntk:
+
+            def target(name: str) -> Tensor:
+                if self.out is not None and self.only == name:
+                    return self.out
+                return _empty(shape, self.dtype, k.nngp.device)
+
+            self.nngp = target("nngp") if self.only in (None, "nngp") else None
+            self.ntk = target("ntk") if self.need_ntk and self.only in (None, "ntk") else None
+        if self.nngp is not None:
+            _put(self.nngp, k.nngp, i, j, symmetric=self.symmetric,
+                 diag_sp=k.diagonal_spatial)
+            # Summed while the block is in cache (no synchronisation): see finite().
+            self._add(k.nngp.sum())
+        if self.ntk is not None:
             ntk = _full(k.ntk, k.nngp)
             _put(self.ntk, ntk, i, j, symmetric=self.symmetric, diag_sp=k.diagonal_spatial)
             self._add(ntk.sum())
@@ -350,7 +388,7 @@ class _Assembly:
         if self._total is not None and self._total.dtype == self.dtype \
                 and bool(torch.isfinite(self._total)):
             return True
-        return all_finite(self.nngp) and (self.ntk is None or all_finite(self.ntk))
+        return all(all_finite(t) for t in (self.nngp, self.ntk) if t is not None)
 
 
 # Outputs from this many bytes are allocated by NumPy (see _empty).

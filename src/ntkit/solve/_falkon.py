@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ._cg import CGConvergenceWarning
 from ._cholesky import cholesky
+from ._landmarks import SpecKernel
 
 __all__ = ["BlockData", "falkon", "gram_products", "block_products"]
 
@@ -53,13 +54,23 @@ class BlockData:
     block_size: int
     kept: dict | None = None
 
-    def block(self, r0: int, r1: int) -> Tensor:
+    def block(self, r0: int, r1: int, buffer: Tensor | None = None) -> Tensor:
+        """``k(x[r0:r1], centers)``: kept, or computed (into ``buffer``, ``(>= r1 - r0, M)``,
+        when given and nothing is kept: a network's kernel is then written in place)."""
         if self.kept is not None and r0 in self.kept:
             return self.kept[r0]
+        if self.kept is None and buffer is not None and isinstance(self.kernel_fn, SpecKernel):
+            return self.kernel_fn(self.x[r0:r1], self.centers, out=buffer[:r1 - r0])
         k = self.kernel_fn(self.x[r0:r1], self.centers)
         if self.kept is not None:
             self.kept[r0] = k
         return k
+
+    def buffer(self) -> Tensor | None:
+        """A ``(block_size, M)`` buffer for :meth:`block` (``None`` when blocks are kept)."""
+        if self.kept is not None:
+            return None
+        return self.x.new_empty(min(self.block_size, self.x.shape[0]), self.centers.shape[0])
 
 
 def block_products(data: BlockData, task: tuple) -> tuple[Tensor | None, Tensor | None]:
@@ -68,10 +79,11 @@ def block_products(data: BlockData, task: tuple) -> tuple[Tensor | None, Tensor 
     second is ``None`` unless ``want_rhs``. ``task = (r0, r1, u, want_rhs)``."""
     r0, r1, u, want_rhs = task
     ku = rhs = None
+    buffer = data.buffer()
     with torch.no_grad():
         for b0 in range(r0, r1, data.block_size):
             b1 = min(b0 + data.block_size, r1)
-            k = data.block(b0, b1)
+            k = data.block(b0, b1, buffer)
             if u is not None:
                 part = k.T @ (k @ u)
                 ku = part if ku is None else ku.add_(part)
@@ -88,9 +100,10 @@ def gram_products(data: BlockData, task: tuple) -> tuple[Tensor, Tensor]:
     m = data.centers.shape[0]
     gram = data.centers.new_zeros(m, m)
     rhs = data.centers.new_zeros(m, data.y.shape[1])
+    buffer = data.buffer()
     with torch.no_grad():
         for b0 in range(r0, r1, data.block_size):
-            k = data.kernel_fn(data.x[b0:min(b0 + data.block_size, r1)], data.centers)
+            k = data.block(b0, min(b0 + data.block_size, r1), buffer)
             gram.addmm_(k.T, k)
             rhs.addmm_(k.T, data.y[b0:min(b0 + data.block_size, r1)])
     return gram, rhs

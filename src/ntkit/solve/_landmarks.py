@@ -44,8 +44,11 @@ class SpecKernel:
     spec: object
     get: str
 
-    def __call__(self, x1: Tensor, x2: Tensor) -> Tensor:
-        return getattr(self.spec.kernel(x1, x2, get=self.get, progress=False), self.get)
+    def __call__(self, x1: Tensor, x2: Tensor, *, out: Tensor | None = None) -> Tensor:
+        """``(N1, N2)``, written into ``out`` when given (reused by streaming solvers)."""
+        from ..layers._compute import kernel_matrix
+
+        return kernel_matrix(self.spec, x1, x2, get=self.get, out=out)
 
     def diagonal(self, x: Tensor) -> Tensor:
         return getattr(self.spec.kernel(x, get=self.get, diagonal=True, progress=False),
