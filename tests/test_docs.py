@@ -104,6 +104,7 @@ def test_example_pages_show_their_printed_results(site):
                                       r"M \d+->\d+ \(exponent [\d.]+;",
         "plot_shortcut_learning": r"shortcut bias \(ratio [\d.]+ -> [\d.]+\): ntk [+-][\d.]+ -> "
                                   r"[+-][\d.]+",
+        "plot_attention_kernels": r"attention: test accuracy \d\.\d{3} ± \d\.\d{3} over \d+ seeds",
         "plot_task_geometry": r"width 64, small readout: tanh - relu after \d+ steps over \d+ "
                               r"seeds: target alignment [+-]\d\.\d+ \[[+-]\d\.\d+, [+-]\d\.\d+\] "
                               r"\(tanh higher in \d+/\d+\), input alignment [+-]\d\.\d+",

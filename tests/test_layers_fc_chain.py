@@ -153,3 +153,32 @@ def test_large_outputs_are_ordinary_tensors():
     assert t.share_memory_().is_shared()
     small = _compute._empty((3, 3), torch.float64, torch.device("cpu"))
     assert small.dtype == torch.float64
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_kernel_matrix_is_one_kernel_into_a_reused_buffer(get):
+    """``kernel_matrix`` (FALKON's streamed blocks) gives the entries of ``net.kernel`` for
+    one kernel, written into ``out`` when given, for rectangles and the symmetric case."""
+    net = _mlp(L.ReLU(), depth=2)
+    x, c = _x(90), _x(40, seed=3)
+    full = getattr(net.kernel(x, c), get)
+    buffer = torch.empty(90, 40, dtype=torch.float64)
+    for _ in range(2):  # the same buffer twice
+        got = _compute.kernel_matrix(net, x, c, get=get, out=buffer)
+        assert got.data_ptr() == buffer.data_ptr()
+        assert _rel(got, full) < TOL[torch.float64]
+    assert _rel(_compute.kernel_matrix(net, x, x, get=get), getattr(net.kernel(x), get)) \
+        < TOL[torch.float64]
+
+
+def test_kernel_matrix_bad_input():
+    net = _mlp(L.ReLU(), depth=1)
+    x = _x(5)
+    with pytest.raises(ValueError, match="get must be"):
+        _compute.kernel_matrix(net, x, x, get="both")
+    with pytest.raises(ValueError, match=r"out must be a contiguous \(5, 5\)"):
+        _compute.kernel_matrix(net, x, x, get="ntk", out=torch.empty(5, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="out must be"):
+        _compute.kernel_matrix(net, x, x, get="ntk", out=torch.empty(5, 5))  # float32
+    with pytest.raises(ValueError, match="NaN"):
+        _compute.kernel_matrix(net, x.clone().fill_(float("nan")), x, get="ntk")
