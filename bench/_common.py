@@ -29,10 +29,10 @@ def matmul_seconds(dtype: torch.dtype = torch.float32) -> float:
     return median_time(lambda: a @ a, 3)
 
 
-def status_kb(field: str) -> int:
-    """A ``/proc/self/status`` field in kB (Linux), e.g. ``"VmRSS"`` or ``"VmHWM"``."""
-    with open("/proc/self/status") as f:
+def status_kb(field: str, pid: int | str = "self") -> int:
+    """A ``/proc/<pid>/status`` field in kB (Linux), e.g. ``"VmRSS"`` or ``"VmHWM"``."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")

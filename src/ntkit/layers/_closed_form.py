@@ -74,7 +74,8 @@ class ABReLU(Activation):
         f = (self.a - self.b) ** 2 / (2 * math.pi)
         # The angle lands in `tdot` and becomes E[phi' phi'] (needed for the NNGP as well).
         s, theta = _angle(q12, q11, q22, s=scratch, theta=tdot)
-        theta.mul_(-f).add_((self.a**2 + self.b**2) / 2)
+        # T = (a^2 + b^2)/2 - f theta, in one pass (into theta).
+        torch.sub(theta.new_full((), (self.a**2 + self.b**2) / 2), theta, alpha=f, out=theta)
         nngp = torch.addcmul(s.mul_(f), theta, q12, out=out)
         return nngp, (theta if ntk else None)
 

@@ -111,14 +111,22 @@ class Dense(Layer):
         return self.W_std**2, (self.b_std or 0.0) ** 2
 
     def update(self, nngp: Tensor, ntk: Tensor | None, *, fan_in: int,
-               out: tuple[Tensor, Tensor | None] | None = None
+               out: tuple[Tensor, Tensor | None] | None = None, factor: Tensor | None = None
                ) -> tuple[Tensor, Tensor | None]:
         """``(nngp, ntk)`` after this layer from those before it (``ntk`` ``None``: not asked;
         0-d: the zero NTK of the inputs), with ``fan_in`` input features. ``out`` receives
         them in place (they may be ``nngp`` and ``ntk`` themselves: the fused fully connected
-        chain of ``_fc_chain`` works so); ``None`` allocates new tensors."""
+        chain of ``_fc_chain`` works so); ``None`` allocates new tensors. ``factor``: the
+        preceding nonlinearity's ``E[phi' phi']`` not yet multiplied into ``ntk`` (the
+        fused chain applies it here, in the same pass)."""
         w2, b2 = self._variances()
         o_nngp, o_ntk = (None, None) if out is None else out
+        if ntk is not None and ntk.ndim > 0 and factor is not None \
+                and self.parametrization == "ntk":
+            new = affine(nngp, w2, b2, out=o_nngp)
+            return new, torch.addcmul(new, ntk, factor, value=w2, out=o_ntk)
+        if factor is not None and ntk is not None:
+            ntk = ntk.mul_(factor) if o_ntk is ntk else ntk * factor
         if ntk is not None and self.parametrization == "standard":
             # d z / d W = x, so this layer adds in * K_in (the input's nngp: update it first).
             new_ntk = torch.add(nngp * fan_in, ntk, alpha=w2, out=o_ntk)

@@ -79,27 +79,29 @@ class FCChain:
             restore_diagonal(q, v1)
         ntk = t if need_ntk else None
         zero = True  # the NTK of the inputs is 0 until the first Dense
+        pending = None  # a nonlinearity's E[phi' phi'], multiplied in by the next Dense
         fan_in = d
         for layer in self.layers:
             if layer.fc_role() == "dense":
                 if need_ntk:
                     _, ntk = layer.update(q, q.new_zeros(()) if zero else ntk, fan_in=fan_in,
-                                          out=(q, t))
+                                          out=(q, t), factor=pending)
                 else:
                     layer.update(q, None, fan_in=fan_in, out=(q, None))
                 v1 = layer.update(v1, None, fan_in=fan_in)[0]
                 v2 = v1 if same else layer.update(v2, None, fan_in=fan_in)[0]
-                zero = False
+                zero, pending = False, None
                 fan_in = layer.out_features
             else:
                 layer.expectations_into(q, v1[:, None], v2[None, :], ntk=need_ntk, out=q,
                                         tdot=tdot, scratch=scratch)
-                if need_ntk:
-                    t.mul_(tdot)
+                pending = tdot if need_ntk else None
                 v1 = layer.expectations(v1, v1, v1, ntk=False)[0]
                 v2 = v1 if same else layer.expectations(v2, v2, v2, ntk=False)[0]
                 if same:
                     restore_diagonal(q, v1)
+        if pending is not None:  # the network ends in a nonlinearity
+            t.mul_(pending)
         meta = self._meta(x1, need_ntk)
         return meta.replace(nngp=q, ntk=ntk, cov1=v1, cov2=None if same else v2,
                             x1_is_x2=same, shape1=(b1,) + meta.shape1[1:],
