@@ -31,6 +31,7 @@ from ._combinators import Parallel as Parallel
 from ._combinators import Serial as Serial
 from ._combinators import parallel as parallel
 from ._combinators import serial as serial
+from ._compute import kernel_matrix as kernel_matrix
 from ._conv import Conv as Conv
 from ._conv import ConvModule as ConvModule
 from ._dense import Dense as Dense
@@ -81,4 +82,5 @@ __all__ = [
     "register_layer", "FIELD_KINDS",
     "siren", "SirenInput", "SirenInputModule", "UniformDense",
     "spectral_centroid", "winner_noise_scales", "winner_init_",
+    "kernel_matrix",
 ]

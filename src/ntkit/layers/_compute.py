@@ -74,6 +74,16 @@ def kernel_matrix(net: LayerProtocol, x1, x2, *, get: str, out: Tensor | None = 
     For solvers that stream rows of a kernel many times (``ntkit.solve.krr``): the same
     entries as ``net.kernel(x1, x2, get=get)`` without the record, without assembling the
     other kernel, and with no fresh memory per call when ``out`` is reused.
+
+    Example:
+        >>> import torch
+        >>> from ntkit import layers as L
+        >>> net = L.serial(L.Dense(8, b_std=0.1), L.ReLU(), L.Dense(1))
+        >>> x, c = torch.randn(6, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+        >>> buffer = torch.empty(6, 4, dtype=torch.float64)
+        >>> k = L.kernel_matrix(net, x, c, get="ntk", out=buffer)
+        >>> k.data_ptr() == buffer.data_ptr(), bool(torch.allclose(k, net.kernel(x, c).ntk))
+        (True, True)
     """
     if get not in ("nngp", "ntk"):
         raise ValueError(f"get must be 'nngp' or 'ntk'; got {get!r}")
