@@ -344,12 +344,16 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
                     strict=True))  # (B, K, *out) per call
     grams: list[GramFactor] = []
     jacs: list[Tensor | LazyJacobian] = []
+    # Jacobian-route rows groups and direct groups are written into one buffer (B, K, P'):
+    # one product per pair of blocks instead of one per group, and no copies into it.
+    pieces: list[tuple[int, object]] = []  # (columns per output unit, what fills them)
     for g in plan.groups:
         handler = g.handler
         if handler.kind == "direct":
             role = next(iter(g.roles.values()))[0]
-            jacs.append(sum(handler.jacobian(plan.modules[mid].module, calls[mid][i].feature,
-                                             g_of[(mid, i)], role) for mid, i in g.calls))
+            pieces.append((g.n_params, sum(
+                handler.jacobian(plan.modules[mid].module, calls[mid][i].feature,
+                                 g_of[(mid, i)], role) for mid, i in g.calls)))
             continue
         first = calls[g.calls[0][0]][g.calls[0][1]].feature
         if (g.route == "jacobian" and len(g.calls) == 1 and handler is CONV_HANDLER
@@ -376,13 +380,38 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
             grams.append(GramFactor(handler.kind, a if handler.kind == "index" else a[:, 0],
                                     grad, const))
         else:
-            jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
+            pieces.append((a.shape[1] * a.shape[3] * grad.shape[4], (a, grad)))
     if fb_params:
         jacs.extend(per_example_jacobians(model, fb_params, fb_constants, x))
-    narrow = [j for j in jacs if j.shape[2] < _NARROW]
-    if len(narrow) > 1:  # one product for all of them: many thin ones cost more than a copy
-        jacs = [j for j in jacs if j.shape[2] >= _NARROW] + [torch.cat(narrow, dim=2)]
+    # Narrow Jacobians join the buffer: many thin products cost more than a copy.
+    pieces += [(j.shape[2], j) for j in jacs if isinstance(j, Tensor) and j.shape[2] < _NARROW]
+    jacs = [j for j in jacs if not (isinstance(j, Tensor) and j.shape[2] < _NARROW)]
+    if pieces:
+        jacs.append(_fill_jacobian(pieces, n, k, like))
     return BlockState(n, like, grams, jacs)
+
+
+def _fill_jacobian(pieces: list[tuple[int, object]], n: int, k: int, like: Tensor) -> Tensor:
+    """``(B, K, P')``: per-example Jacobians side by side, each piece either a tensor
+    ``(B, K, p)`` or the factors ``a (B, groups, S, in)``, ``grad (B, groups, S, K, out)`` of
+    ``sum_s a_s grad_s^T``, formed in place as ``groups x K`` batched products (columns in
+    the order ``(group, in, out)``)."""
+    buf = empty((n, k, sum(p for p, _ in pieces)), like)
+    start = 0
+    for width, piece in pieces:
+        view = buf[:, :, start:start + width]
+        start += width
+        if isinstance(piece, Tensor):
+            view.copy_(piece)
+            continue
+        a, grad = piece
+        groups, d_in, d_out = a.shape[1], a.shape[3], grad.shape[4]
+        view = view.view(n, k, groups, d_in, d_out)
+        for gi in range(groups):
+            rows = a[:, gi].transpose(1, 2)  # (B, in, S)
+            for o in range(k):
+                torch.bmm(rows, grad[:, gi, :, o], out=view[:, o, gi])
+    return buf
 
 
 def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str], scales: tuple[float, float],
