@@ -43,6 +43,7 @@ from ._blocks import (
     transpose_block,
 )
 from ._memory import empty, zeros
+from ._syrk import add_syrk_, mirror_upper, syrk_supported
 
 __all__ = ["BlockState", "GramFactor", "pair_block"]
 
@@ -212,9 +213,13 @@ class _Triangle:
     interleaved A/B) is in bench/RESULTS.md.
     """
 
-    def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor):
+    def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor,
+                 syrk: bool = False):
         self.n, self.k, self.outputs, self.like = n, k, outputs, like
         self.rows = rows = _rows(k, outputs)
+        # ``syrk``: Jacobian products go to one buffer by BLAS syrk (``_syrk``), the tiles
+        # only hold the Gram-route terms.
+        self.sym = zeros((n * rows, n * rows), like) if syrk else None
         lead = (k,) if outputs == "diagonal" else ()
         r = n >> depth
         self.even = r << depth
@@ -245,6 +250,9 @@ class _Triangle:
             return
         b, k, p = j1.shape  # j2 is j1
         mat = j1.reshape(b, k * p) if self.outputs == "trace" else j1.reshape(b * k, p)
+        if self.sym is not None:
+            add_syrk_(self.sym, mat)
+            return
         width = mat.shape[1]
         even = mat[:self.even * self.rows]
         for (count, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
@@ -291,6 +299,8 @@ class _Triangle:
             out[e:, :e] = rest[:, :e]
             out[:e, e:] = transpose_block(rest[:, :e], outputs)
             out[e:, e:] = (rest[:, e:] + transpose_block(rest[:, e:], outputs)).mul_(0.5)
+        if self.sym is not None:  # both terms symmetric bit for bit: so is their sum
+            out += product_layout(mirror_upper(self.sym), outputs, k)
         return out
 
 
@@ -315,8 +325,9 @@ def pair_block(s1: BlockState, s2: BlockState, outputs: str, k: int) -> Tensor:
         terms.append((_input_gram(f1.kind, f1.a, f2.a, like.dtype), f1.g, f2.g,
                       f1.const if same_g else None))
     if same:
-        depth = _depth(b1, _rows(k, outputs), _flops(jacs1, terms, outputs))
-        grid = _Triangle(b1, k, outputs, depth, like)
+        syrk = outputs != "diagonal" and syrk_supported(like)
+        depth = _depth(b1, _rows(k, outputs), _flops([] if syrk else jacs1, terms, outputs))
+        grid = _Triangle(b1, k, outputs, depth, like, syrk)
     else:
         grid = _Rectangle(b1, b2, k, outputs, like)
     tiles = grid.tiles()
