@@ -217,9 +217,9 @@ class _Triangle:
                  syrk: bool = False):
         self.n, self.k, self.outputs, self.like = n, k, outputs, like
         self.rows = rows = _rows(k, outputs)
-        # ``syrk``: Jacobian products go to one buffer by BLAS syrk (``_syrk``), the tiles
-        # only hold the Gram-route terms.
-        self.sym = zeros((n * rows, n * rows), like) if syrk else None
+        # ``syrk``: Jacobian products go to one buffer (``sym``, made by the first) by BLAS
+        # syrk (``_syrk``); the tiles only hold the Gram-route terms.
+        self.syrk, self.sym = syrk, None
         lead = (k,) if outputs == "diagonal" else ()
         r = n >> depth
         self.even = r << depth
@@ -250,7 +250,9 @@ class _Triangle:
             return
         b, k, p = j1.shape  # j2 is j1
         mat = j1.reshape(b, k * p) if self.outputs == "trace" else j1.reshape(b * k, p)
-        if self.sym is not None:
+        if self.syrk:
+            if self.sym is None:
+                self.sym = zeros((mat.shape[0], mat.shape[0]), self.like)
             add_syrk_(self.sym, mat)
             return
         width = mat.shape[1]
