@@ -5,7 +5,7 @@ half the multiply-adds of the product, in one call whose blocking suits a short,
 ``J`` (``(B, P)``, ``P`` the parameters). torch exposes no ``syrk``, so ``_pairs._Triangle``
 emulates it with batched products of tiles; on the CPU, for ``float32`` and ``float64``, the
 BLAS that SciPy links does it directly (Dongarra et al. 1990, "A set of level 3 Basic Linear
-Algebra Subprograms", ``xSYRK``). The BLAS runs with as many threads as torch.
+Algebra Subprograms", ``xSYRK``), on the calling thread only.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ _ROUTINES = {torch.float64: "dsyrk", torch.float32: "ssyrk"}
 
 
 def syrk_supported(like: Tensor) -> bool:
-    """Whether :func:`add_syrk_` runs for tensors of ``like``'s dtype and device."""
-    return like.device.type == "cpu" and like.dtype in _ROUTINES
+    """Whether :func:`add_syrk_` is used for tensors of ``like``'s dtype and device: on the
+    CPU while torch runs one thread. With more, torch's own products are kept: the BLAS's
+    idle threads wait busily after each call, beside torch's, and on a loaded machine
+    that made whole kernels many times slower."""
+    return (like.device.type == "cpu" and like.dtype in _ROUTINES
+            and torch.get_num_threads() == 1)
 
 
 def add_syrk_(acc: Tensor, mat: Tensor) -> None:
@@ -44,7 +48,7 @@ def add_syrk_(acc: Tensor, mat: Tensor) -> None:
     # Neither is copied (``overwrite_c`` on a Fortran-ordered C).
     c = acc.numpy().T
     a = mat.detach().numpy().T
-    with threadpool_limits(torch.get_num_threads(), user_api="blas"):
+    with threadpool_limits(1, user_api="blas"):
         out = routine(1.0, a, beta=1.0, c=c, trans=1, lower=1, overwrite_c=1)
     if out.ctypes.data != c.ctypes.data:  # the wrapper had to copy C
         acc.copy_(torch.from_numpy(out.T))
