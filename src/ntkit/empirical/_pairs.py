@@ -43,7 +43,7 @@ from ._blocks import (
     transpose_block,
 )
 from ._memory import empty, zeros
-from ._syrk import add_syrk_, mirror_upper, syrk_supported
+from ._syrk import add_syrk_, mirror_upper_, syrk_supported
 
 __all__ = ["BlockState", "GramFactor", "pair_block"]
 
@@ -302,7 +302,7 @@ class _Triangle:
             out[:e, e:] = transpose_block(rest[:, :e], outputs)
             out[e:, e:] = (rest[:, e:] + transpose_block(rest[:, e:], outputs)).mul_(0.5)
         if self.sym is not None:  # both terms symmetric bit for bit: so is their sum
-            out += product_layout(mirror_upper(self.sym), outputs, k)
+            out += product_layout(mirror_upper_(self.sym), outputs, k)
         return out
 
 

@@ -285,7 +285,9 @@ def _choose_routes(plan: Plan, calls: dict[int, list[_Call]], outputs: str, n1: 
         plan.per_example += item * k * (n_fallback + 2 * pr.activations)
     plan.cost += 2.0 * pairs * c * (jac_params + n_fallback)
     plan.per_example += item * k * (jac_params + n_fallback)
-    plan.per_pair += 2 * item * c  # the block, and its tiles while they are summed (_pairs)
+    # The block, its tiles while they are summed, and the syrk buffer and its mirror
+    # image's temporary (_pairs, _syrk).
+    plan.per_pair += 4 * item * c
 
 
 def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int],
