@@ -176,3 +176,26 @@ def test_bench_block_equals_the_jacobian_route(ff, syrk, monkeypatch):
             empirical_ntk(model, x, strategy="structured", outputs=outputs,
                           batch_size=batch_size),
             empirical_ntk(model, x, strategy="jacobian", outputs=outputs))
+
+
+def test_jacobians_formed_by_column_chunks_fit_one_block(monkeypatch):
+    # A memory budget that holds the layer factors of all 12 examples but not their
+    # Jacobians: the Jacobians are formed a few columns at a time (chunks of 4 KiB here,
+    # which split the projections' factors along their inputs and LayerNorm's gradients
+    # along their columns), so the kernel is one block (one pair_block call) and equals
+    # the Jacobian strategy's (tolerance: as the module's).
+    import ntkit.empirical._structured as structured
+
+    monkeypatch.setattr(structured, "_COLUMNS", 4096)
+    calls = []
+    pair = structured.pair_block
+    monkeypatch.setattr(structured, "pair_block", lambda *a: calls.append(1) or pair(*a))
+    model = _model(lambda: _BenchBlock(256))
+    x = _inputs((16, 64), n=12, seed=43)
+    plan = _plan(model, x)
+    n = x.shape[0]
+    lean = 2 * n * (plan.per_example - plan.formed + 4096 / n) + n * n * plan.per_pair
+    assert 2 * n * plan.per_example + n * n * plan.per_pair > lean + 1
+    theta = empirical_ntk(model, x, strategy="structured", max_memory=int(lean) + 1)
+    assert len(calls) == 1
+    _assert_rel_close(theta, empirical_ntk(model, x, strategy="jacobian"))

@@ -338,6 +338,11 @@ def pair_block(s1: BlockState, s2: BlockState, outputs: str, k: int) -> Tensor:
         if isinstance(jac1, Tensor):
             grid.add_products(jac1, jac2, slice(None))
             continue
+        if hasattr(jac1, "formed"):  # formed by chunks of columns (only against itself)
+            assert same, "column chunks are formed for a block against itself"
+            for j in jac1.formed(lazy1.take(jac1.chunk_elements())):
+                grid.add_products(j, j, slice(None))
+            continue
         # A LazyJacobian: formed now, in a reused buffer; without cross terms between output
         # units (trace, diagonal), a few units at a time into a small one (first writes to
         # fresh memory cost page faults, about as much as forming the Jacobian).
