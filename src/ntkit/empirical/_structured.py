@@ -81,6 +81,7 @@ class _Call:
     input: Tensor | None
     version: int | None  # the input's autograd version when the call returned
     output: Tensor | None
+    output_version: int | None = None  # the output's autograd version when the call returned
 
 
 @dataclass
@@ -111,8 +112,11 @@ class Plan:
 
 
 def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-             modules: dict[int, _Hooked], x: Tensor) -> tuple[Tensor, dict[int, list[_Call]]]:
-    """``f`` as ``(B, K)`` and, per hooked module, its calls."""
+             modules: dict[int, _Hooked], x: Tensor,
+             clone: bool = False) -> tuple[Tensor, dict[int, list[_Call]]]:
+    """``f`` as ``(B, K)`` and, per hooked module, its calls. ``clone``: each module's
+    output ``z`` is recorded and a copy passed on (else ``z`` itself, and the pass is
+    repeated with copies if an in-place op later rewrote one)."""
     n = x.shape[0]
     calls: dict[int, list[_Call]] = {i: [] for i in modules}
 
@@ -132,9 +136,10 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
                 return None
             # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the
             # recorded output, or autograd would differentiate w.r.t. the modified tensor.
-            z, output = output, output.clone()
+            z, output = output, (output.clone() if clone else None)
         feature = handler.record(m, x_in, n)
-        calls[id(m)].append(_Call(feature, x_in, getattr(x_in, "_version", None), z))
+        calls[id(m)].append(_Call(feature, x_in, getattr(x_in, "_version", None), z,
+                                  z._version))
         return output
 
     handles = [h.module.register_forward_hook(hook, with_kwargs=True)
@@ -145,6 +150,9 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
     finally:
         for h in handles:
             h.remove()
+    done = [c for per_module in calls.values() for c in per_module if c.output is not None]
+    if not clone and any(c.output._version != c.output_version for c in done):
+        return _forward(model, params, constants, modules, x, clone=True)
     for per_module in calls.values():
         for call in per_module:
             if isinstance(call.input, Tensor) and call.input._version != call.version:
