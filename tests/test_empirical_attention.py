@@ -184,9 +184,10 @@ def test_jacobians_formed_by_column_chunks_fit_one_block(monkeypatch):
     # which split the projections' factors along their inputs and LayerNorm's gradients
     # along their columns), so the kernel is one block (one pair_block call) and equals
     # the Jacobian strategy's (tolerance: as the module's).
+    import ntkit.empirical._formed as formed
     import ntkit.empirical._structured as structured
 
-    monkeypatch.setattr(structured, "_COLUMNS", 4096)
+    monkeypatch.setattr(formed, "COLUMN_BYTES", 4096)
     calls = []
     pair = structured.pair_block
     monkeypatch.setattr(structured, "pair_block", lambda *a: calls.append(1) or pair(*a))

@@ -20,7 +20,9 @@ triangle as the mirror image of the upper, each diagonal leaf averaged with its 
 so that the block is symmetric bit for bit. Each halving saves a quarter, an eighth, ... of
 the multiply-adds (``33/64`` of the full product after five) but makes smaller GEMMs, so a
 block is halved only while the leaves keep ``_MIN_ROWS`` rows and the tiles are large
-(``_depth``): a ``syrk`` in spirit, in large GEMMs.
+(``_depth``): a ``syrk`` in spirit, in large GEMMs. On the CPU while torch runs one thread,
+the Jacobians' products go to BLAS ``syrk`` itself (``_syrk``) and the tiles hold only the
+Gram-route terms.
 
 A Gram-route layer whose output gradient is the same for every example (the last
 ``nn.Linear`` of a network: ``G = I``) contributes ``(A1 A2^T) ⊗ (G G^T)``; its ``K x K``

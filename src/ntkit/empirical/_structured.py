@@ -43,8 +43,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..layers import ConvModule
+from . import _formed
 from ._blocks import fill_blocks, new_result
 from ._factors import CONV_HANDLER, StructuredHandler, handler_for
+from ._formed import LazyJacobians, fill_jacobian
 from ._jacobian import per_example_jacobians, vmappable
 from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
 from ._model import check_outputs, functional_tensors
@@ -60,9 +62,6 @@ _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTra
                  nn.ConvTranspose3d, ConvModule)
 _NARROW = 1024  # Jacobians with fewer columns are concatenated (see _features)
 _THIN = 32  # a convolution's patches narrower than this are multiplied transposed
-# Bytes per chunk of a _LazyJacobians: a syrk of a 256-row float64 chunk of 64 MiB was within
-# a few per cent of one syrk of the whole (bench/empirical_attention.py, 100 MB).
-_COLUMNS = 64 << 20
 
 
 @dataclass
@@ -108,7 +107,7 @@ class Plan:
     per_example: float = 0.0  # bytes of state per example
     per_pair: float = 0.0  # bytes of temporaries per pair of examples
     sequential: bool = False  # the K backward passes one by one (a convolution), not vmapped
-    formed: float = 0.0  # bytes per example of per_example that _LazyJacobians need not hold
+    formed: float = 0.0  # bytes per example in per_example that LazyJacobians need not hold
 
 
 def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
@@ -325,10 +324,10 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
     bs = block_size(max(n1, n2), per_example=plan.per_example, per_pair=plan.per_pair,
                     max_memory=max_memory, batch_size=batch_size, strategy="structured")
     budget = DEFAULT_BUDGET if max_memory is None else max_memory
-    lean = plan.per_example - plan.formed + _COLUMNS / n1
+    lean = plan.per_example - plan.formed + _formed.COLUMN_BYTES / n1
     if (x2 is None and bs < n1 and (batch_size is None or batch_size >= n1)
             and 2 * n1 * lean + n1 * n1 * plan.per_pair <= budget):
-        bs = n1  # formed a chunk at a time (_LazyJacobians), the Jacobians fit one block
+        bs = n1  # formed a chunk at a time (_formed.LazyJacobians), the Jacobians fit one block
     # One block against itself: each state is contracted once, so Jacobians can be formed
     # when their products are due, in one reused buffer.
     lazy = x2 is None and bs >= n1
@@ -351,7 +350,7 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
     """A block's state for ``pair_block``: Gram-route factors and a list of the Jacobians
     ``(B, K, P_i)`` of everything else (kept apart: concatenating would copy them);
     ``lazy``: convolution weights' Jacobians as ``LazyJacobian`` factors instead, and the
-    others' as one ``_LazyJacobians``."""
+    others' as one ``LazyJacobians``."""
     n = x.shape[0]
     f, calls = _forward(model, params, constants, plan.modules, x)
     used = [(mid, i) for g in plan.groups for mid, i in g.calls]
@@ -409,35 +408,9 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
     pieces += [(j.shape[2], j) for j in jacs if isinstance(j, Tensor) and j.shape[2] < _NARROW]
     jacs = [j for j in jacs if not (isinstance(j, Tensor) and j.shape[2] < _NARROW)]
     if pieces:
-        jacs.append(_LazyJacobians(pieces, n, k, like) if lazy
-                    else _fill_jacobian(pieces, n, k, like))
+        jacs.append(LazyJacobians(pieces, n, k, like) if lazy
+                    else fill_jacobian(pieces, n, k, like))
     return BlockState(n, like, grams, jacs)
-
-
-def _fill_jacobian(pieces: list[tuple[int, object]], n: int, k: int, like: Tensor,
-                   buffer: Tensor | None = None) -> Tensor:
-    """``(B, K, P')``: per-example Jacobians side by side, each piece either a tensor
-    ``(B, K, p)`` or the factors ``a (B, groups, S, in)``, ``grad (B, groups, S, K, out)`` of
-    ``sum_s a_s grad_s^T``, formed in place as ``groups x K`` batched products (columns in
-    the order ``(group, in, out)``); into ``buffer`` (at least that size) if given."""
-    width = sum(p for p, _ in pieces)
-    buf = (empty((n, k, width), like) if buffer is None
-           else buffer[:n * k * width].view(n, k, width))
-    start = 0
-    for width, piece in pieces:
-        view = buf[:, :, start:start + width]
-        start += width
-        if isinstance(piece, Tensor):
-            view.copy_(piece)
-            continue
-        a, grad = piece
-        groups, d_in, d_out = a.shape[1], a.shape[3], grad.shape[4]
-        view = view.view(n, k, groups, d_in, d_out)
-        for gi in range(groups):
-            rows = a[:, gi].transpose(1, 2)  # (B, in, S)
-            for o in range(k):
-                torch.bmm(rows, grad[:, gi, :, o], out=view[:, o, gi])
-    return buf
 
 
 def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str], scales: tuple[float, float],
@@ -458,47 +431,6 @@ def _conv_jacobians(patches: Tensor, g: Tensor, roles: list[str], scales: tuple[
         bias = g.sum(2).view(b, k, c)
         jacs.append(bias if b_scale == 1.0 else bias * b_scale)
     return jacs
-
-
-class _LazyJacobians:
-    """``_fill_jacobian``'s pieces formed a chunk of about ``_COLUMNS`` bytes of columns at a
-    time into one reused buffer, each chunk contracted at once (``pair_block``): no buffer of
-    the whole Jacobian, whose first touch costs page faults, and blocks of the kernel need
-    not be split to hold it."""
-
-    def __init__(self, pieces: list[tuple[int, object]], n: int, k: int, like: Tensor):
-        self.n, self.k, self.like = n, k, like
-        self.shape = (n, k, sum(p for p, _ in pieces))
-        cols = max(1, _COLUMNS // (like.element_size() * n * k))
-        self.chunks: list[list[tuple[int, object]]] = [[]]
-        used = 0
-        for width, piece in pieces:
-            # Split along the columns of a tensor, along the inputs of factors.
-            if isinstance(piece, Tensor):
-                step, total = 1, width
-            else:
-                step, total = width // piece[0].shape[3], piece[0].shape[3]
-            start = 0
-            while start < total:
-                if used and used + step > cols:
-                    self.chunks.append([])
-                    used = 0
-                stop = min(total, start + max(1, (cols - used) // step))
-                part = (piece[:, :, start:stop] if isinstance(piece, Tensor)
-                        else (piece[0][..., start:stop], piece[1]))
-                self.chunks[-1].append(((stop - start) * step, part))
-                used += (stop - start) * step
-                start = stop
-
-    def formed(self, buffer: Tensor):
-        """Each chunk's Jacobian ``(B, K, w)``, formed in ``buffer`` (reused: use each before
-        asking for the next)."""
-        for chunk in self.chunks:
-            yield _fill_jacobian(chunk, self.n, self.k, self.like, buffer)
-
-    def chunk_elements(self) -> int:
-        """Numbers in the largest chunk: the size of the buffer ``formed`` needs."""
-        return self.n * self.k * max(sum(w for w, _ in c) for c in self.chunks)
 
 
 class LazyJacobian:
