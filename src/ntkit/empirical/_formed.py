@@ -26,7 +26,8 @@ def fill_jacobian(pieces: list[tuple[int, object]], n: int, k: int, like: Tensor
     """``(B, K, P')``: per-example Jacobians side by side, each piece either a tensor
     ``(B, K, p)`` or the factors ``a (B, groups, S, in)``, ``grad (B, groups, S, K, out)`` of
     ``sum_s a_s grad_s^T``, formed in place as ``groups x K`` batched products (columns in
-    the order ``(group, in, out)``); into ``buffer`` (at least that size) if given.
+    the order ``(group, in, out)``, or ``(group, out, in)`` if ``in > out``); into
+    ``buffer`` (at least that size) if given.
 
     Example:
         >>> import torch
@@ -51,11 +52,19 @@ def fill_jacobian(pieces: list[tuple[int, object]], n: int, k: int, like: Tensor
             continue
         a, grad = piece
         groups, d_in, d_out = a.shape[1], a.shape[3], grad.shape[4]
-        view = view.view(n, k, groups, d_in, d_out)
+        # Only inner products of columns are taken, so each example's in x out gradient
+        # may be stored transposed: the longer side last, as the batched products run
+        # faster with long rows.
+        flip = d_in > d_out
+        view = view.view(n, k, groups, *((d_out, d_in) if flip else (d_in, d_out)))
         for gi in range(groups):
-            rows = a[:, gi].transpose(1, 2)  # (B, in, S)
+            rows = a[:, gi]  # (B, S, in)
             for o in range(k):
-                torch.bmm(rows, grad[:, gi, :, o], out=view[:, o, gi])
+                g = grad[:, gi, :, o]  # (B, S, out)
+                if flip:
+                    torch.bmm(g.transpose(1, 2), rows, out=view[:, o, gi])
+                else:
+                    torch.bmm(rows.transpose(1, 2), g, out=view[:, o, gi])
     return buf
 
 
