@@ -136,3 +136,67 @@ def test_attend_equals_torch_attention_with_masks():
     heads, weights = attend(z, HEADS, causal, pad)
     torch.testing.assert_close(mha.out_proj(heads), ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(weights, ref_w, rtol=1e-12, atol=1e-12)
+
+
+class _BenchBlock(nn.Module):
+    """bench/empirical_attention.py's model: d_model 64, 4 heads, mean over positions, a
+    linear read-out (here of two units, so that ``"full"`` has cross terms)."""
+
+    def __init__(self, ff: int):
+        super().__init__()
+        self.block = nn.TransformerEncoderLayer(64, 4, dim_feedforward=ff, dropout=0.0,
+                                                batch_first=True)
+        self.head = nn.Linear(64, 2)
+
+    def forward(self, x):
+        return self.head(self.block(x).mean(1))
+
+
+@pytest.mark.parametrize("ff", [256, 2048])
+@pytest.mark.parametrize("syrk", [True, False])
+def test_bench_block_equals_the_jacobian_route(ff, syrk, monkeypatch):
+    # The benchmark's block at N = 12 (sequence 16; from about 10 examples on, the
+    # projections' per-example gradients are cheaper than their Gram route): every
+    # parameter factorised, the Jacobian-route weights formed into one buffer and
+    # contracted by BLAS syrk or by torch's tiles (whichever the thread count picks, both
+    # forced here), in one block and in several (batch_size 8: diagonal blocks of 8 and 4
+    # and their rectangle). Tolerance: as the module's (float64 sums of ~1e5 products).
+    import ntkit.empirical._pairs as pairs
+
+    monkeypatch.setattr(pairs, "syrk_supported", lambda like: syrk)
+    model = _model(lambda: _BenchBlock(ff))
+    x = _inputs((16, 64), n=12, seed=42)
+    plan = _plan(model, x)
+    assert plan.fallback == []
+    routes = {name: g.route for g in plan.groups for name in g.names}
+    assert routes["block.self_attn.in_proj_weight"] == routes["block.linear1.weight"] \
+        == "jacobian"
+    for outputs, batch_size in (("trace", None), ("full", 8), ("diagonal", None)):
+        _assert_rel_close(
+            empirical_ntk(model, x, strategy="structured", outputs=outputs,
+                          batch_size=batch_size),
+            empirical_ntk(model, x, strategy="jacobian", outputs=outputs))
+
+
+def test_jacobians_formed_by_column_chunks_fit_one_block(monkeypatch):
+    # A memory budget that holds the layer factors of all 12 examples but not their
+    # Jacobians: the Jacobians are formed a few columns at a time (chunks of 4 KiB here,
+    # which split the projections' factors along their inputs and LayerNorm's gradients
+    # along their columns), so the kernel is one block (one pair_block call) and equals
+    # the Jacobian strategy's (tolerance: as the module's).
+    import ntkit.empirical._formed as formed
+    import ntkit.empirical._structured as structured
+
+    monkeypatch.setattr(formed, "COLUMN_BYTES", 4096)
+    calls = []
+    pair = structured.pair_block
+    monkeypatch.setattr(structured, "pair_block", lambda *a: calls.append(1) or pair(*a))
+    model = _model(lambda: _BenchBlock(256))
+    x = _inputs((16, 64), n=12, seed=43)
+    plan = _plan(model, x)
+    n = x.shape[0]
+    lean = 2 * n * (plan.per_example - plan.formed + 4096 / n) + n * n * plan.per_pair
+    assert 2 * n * plan.per_example + n * n * plan.per_pair > lean + 1
+    theta = empirical_ntk(model, x, strategy="structured", max_memory=int(lean) + 1)
+    assert len(calls) == 1
+    _assert_rel_close(theta, empirical_ntk(model, x, strategy="jacobian"))

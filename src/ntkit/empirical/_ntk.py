@@ -78,8 +78,10 @@ def empirical_ntk(
         forward and ``K`` backward passes per example (batched by ``vmap``, or one after
         another on the same graph for a model with convolutions, whose backward ``vmap``
         cannot batch) plus the per-layer products, accumulated in place; for ``x2=None``
-        only the upper triangle of each diagonal block is multiplied (in large tiles) and
-        mirrored. Large buffers ask Linux for transparent huge pages (``madvise``), which
+        only the upper triangle of each diagonal block is multiplied (by BLAS ``syrk`` on
+        the CPU while torch runs one thread, else in large tiles) and mirrored, and the
+        per-example gradients of one block against itself are formed a chunk of columns at
+        a time. Large buffers ask Linux for transparent huge pages (``madvise``), which
         makes filling them for the first time several times cheaper.
       - ``"auto"`` (default): the cheapest by a FLOP model. One forward pass of two
         examples under ``torch.utils.flop_counter`` gives the forward FLOPs ``F`` per

@@ -20,7 +20,9 @@ triangle as the mirror image of the upper, each diagonal leaf averaged with its 
 so that the block is symmetric bit for bit. Each halving saves a quarter, an eighth, ... of
 the multiply-adds (``33/64`` of the full product after five) but makes smaller GEMMs, so a
 block is halved only while the leaves keep ``_MIN_ROWS`` rows and the tiles are large
-(``_depth``): a ``syrk`` in spirit, in large GEMMs.
+(``_depth``): a ``syrk`` in spirit, in large GEMMs. On the CPU while torch runs one thread,
+the Jacobians' products go to BLAS ``syrk`` itself (``_syrk``) and the tiles hold only the
+Gram-route terms.
 
 A Gram-route layer whose output gradient is the same for every example (the last
 ``nn.Linear`` of a network: ``G = I``) contributes ``(A1 A2^T) ⊗ (G G^T)``; its ``K x K``
@@ -43,6 +45,7 @@ from ._blocks import (
     transpose_block,
 )
 from ._memory import empty, zeros
+from ._syrk import add_syrk_, mirror_upper_, syrk_supported
 
 __all__ = ["BlockState", "GramFactor", "pair_block"]
 
@@ -212,9 +215,13 @@ class _Triangle:
     interleaved A/B) is in bench/RESULTS.md.
     """
 
-    def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor):
+    def __init__(self, n: int, k: int, outputs: str, depth: int, like: Tensor,
+                 syrk: bool = False):
         self.n, self.k, self.outputs, self.like = n, k, outputs, like
         self.rows = rows = _rows(k, outputs)
+        # ``syrk``: Jacobian products go to one buffer (``sym``, made by the first) by BLAS
+        # syrk (``_syrk``); the tiles only hold the Gram-route terms.
+        self.syrk, self.sym = syrk, None
         lead = (k,) if outputs == "diagonal" else ()
         r = n >> depth
         self.even = r << depth
@@ -245,6 +252,11 @@ class _Triangle:
             return
         b, k, p = j1.shape  # j2 is j1
         mat = j1.reshape(b, k * p) if self.outputs == "trace" else j1.reshape(b * k, p)
+        if self.syrk:
+            if self.sym is None:
+                self.sym = zeros((mat.shape[0], mat.shape[0]), self.like)
+            add_syrk_(self.sym, mat)
+            return
         width = mat.shape[1]
         even = mat[:self.even * self.rows]
         for (count, h), buf in zip(self.levels[:-1], self.bufs[:-1], strict=True):
@@ -291,6 +303,8 @@ class _Triangle:
             out[e:, :e] = rest[:, :e]
             out[:e, e:] = transpose_block(rest[:, :e], outputs)
             out[e:, e:] = (rest[:, e:] + transpose_block(rest[:, e:], outputs)).mul_(0.5)
+        if self.sym is not None:  # both terms symmetric bit for bit: so is their sum
+            out += product_layout(mirror_upper_(self.sym), outputs, k)
         return out
 
 
@@ -315,8 +329,9 @@ def pair_block(s1: BlockState, s2: BlockState, outputs: str, k: int) -> Tensor:
         terms.append((_input_gram(f1.kind, f1.a, f2.a, like.dtype), f1.g, f2.g,
                       f1.const if same_g else None))
     if same:
-        depth = _depth(b1, _rows(k, outputs), _flops(jacs1, terms, outputs))
-        grid = _Triangle(b1, k, outputs, depth, like)
+        syrk = outputs != "diagonal" and syrk_supported(like)
+        depth = _depth(b1, _rows(k, outputs), _flops([] if syrk else jacs1, terms, outputs))
+        grid = _Triangle(b1, k, outputs, depth, like, syrk)
     else:
         grid = _Rectangle(b1, b2, k, outputs, like)
     tiles = grid.tiles()
@@ -324,6 +339,11 @@ def pair_block(s1: BlockState, s2: BlockState, outputs: str, k: int) -> Tensor:
     for jac1, jac2 in zip(jacs1, jacs2, strict=True):
         if isinstance(jac1, Tensor):
             grid.add_products(jac1, jac2, slice(None))
+            continue
+        if hasattr(jac1, "formed"):  # formed by chunks of columns (only against itself)
+            assert same, "column chunks are formed for a block against itself"
+            for j in jac1.formed(lazy1.take(jac1.chunk_elements())):
+                grid.add_products(j, j, slice(None))
             continue
         # A LazyJacobian: formed now, in a reused buffer; without cross terms between output
         # units (trace, diagonal), a few units at a time into a small one (first writes to

@@ -43,8 +43,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..layers import ConvModule
+from . import _formed
 from ._blocks import fill_blocks, new_result
 from ._factors import CONV_HANDLER, StructuredHandler, handler_for
+from ._formed import LazyJacobians, fill_jacobian
 from ._jacobian import per_example_jacobians, vmappable
 from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
 from ._model import check_outputs, functional_tensors
@@ -78,6 +80,7 @@ class _Call:
     input: Tensor | None
     version: int | None  # the input's autograd version when the call returned
     output: Tensor | None
+    output_version: int | None = None  # the output's autograd version when the call returned
 
 
 @dataclass
@@ -104,11 +107,15 @@ class Plan:
     per_example: float = 0.0  # bytes of state per example
     per_pair: float = 0.0  # bytes of temporaries per pair of examples
     sequential: bool = False  # the K backward passes one by one (a convolution), not vmapped
+    formed: float = 0.0  # bytes per example in per_example that LazyJacobians need not hold
 
 
 def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, Tensor],
-             modules: dict[int, _Hooked], x: Tensor) -> tuple[Tensor, dict[int, list[_Call]]]:
-    """``f`` as ``(B, K)`` and, per hooked module, its calls."""
+             modules: dict[int, _Hooked], x: Tensor,
+             clone: bool = False) -> tuple[Tensor, dict[int, list[_Call]]]:
+    """``f`` as ``(B, K)`` and, per hooked module, its calls. ``clone``: each module's
+    output ``z`` is recorded and a copy passed on (else ``z`` itself, and the pass is
+    repeated with copies if an in-place op later rewrote one)."""
     n = x.shape[0]
     calls: dict[int, list[_Call]] = {i: [] for i in modules}
 
@@ -128,9 +135,10 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
                 return None
             # Downstream in-place ops (e.g. ReLU(inplace=True)) must not rewrite the
             # recorded output, or autograd would differentiate w.r.t. the modified tensor.
-            z, output = output, output.clone()
+            z, output = output, (output.clone() if clone else None)
         feature = handler.record(m, x_in, n)
-        calls[id(m)].append(_Call(feature, x_in, getattr(x_in, "_version", None), z))
+        calls[id(m)].append(_Call(feature, x_in, getattr(x_in, "_version", None), z,
+                                  z._version))
         return output
 
     handles = [h.module.register_forward_hook(hook, with_kwargs=True)
@@ -141,6 +149,9 @@ def _forward(model: nn.Module, params: dict[str, Tensor], constants: dict[str, T
     finally:
         for h in handles:
             h.remove()
+    done = [c for per_module in calls.values() for c in per_module if c.output is not None]
+    if not clone and any(c.output._version != c.output_version for c in done):
+        return _forward(model, params, constants, modules, x, clone=True)
     for per_module in calls.values():
         for call in per_module:
             if isinstance(call.input, Tensor) and call.input._version != call.version:
@@ -246,7 +257,7 @@ def _choose_routes(plan: Plan, calls: dict[int, list[_Call]], outputs: str, n1: 
     pairs = float(n1) * n2
     # One forward and K backward passes.
     plan.cost = (n1 + n2) * (1 + 2 * k) * pr.flops
-    plan.per_example = plan.per_pair = 0.0
+    plan.per_example = plan.per_pair = plan.formed = 0.0
     jac_params = 0
     for g in plan.groups:
         if g.handler.kind == "direct":
@@ -279,13 +290,18 @@ def _choose_routes(plan: Plan, calls: dict[int, list[_Call]], outputs: str, n1: 
         else:
             plan.cost += (n1 + n2) * form + pairs * jac
             plan.per_example += factors + item * k * n_groups * width_in * width_out
+            if not (g.handler is CONV_HANDLER and len(g.calls) == 1 and n_groups == 1):
+                plan.formed += item * k * n_groups * width_in * width_out
     if n_fallback:
         # Per-example Jacobians w.r.t. the fallback parameters: K backward passes each.
         plan.cost += (n1 + n2) * k * 3 * pr.flops
         plan.per_example += item * k * (n_fallback + 2 * pr.activations)
     plan.cost += 2.0 * pairs * c * (jac_params + n_fallback)
     plan.per_example += item * k * (jac_params + n_fallback)
-    plan.per_pair += 2 * item * c  # the block, and its tiles while they are summed (_pairs)
+    plan.formed += item * k * jac_params
+    # The block, its tiles while they are summed, and the syrk buffer and its mirror
+    # image's temporary (_pairs, _syrk).
+    plan.per_pair += 4 * item * c
 
 
 def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected: set[int],
@@ -307,8 +323,13 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
 
     bs = block_size(max(n1, n2), per_example=plan.per_example, per_pair=plan.per_pair,
                     max_memory=max_memory, batch_size=batch_size, strategy="structured")
-    # One block against itself: each state is contracted once, so a convolution's
-    # Jacobian can be formed when its products are due, all in one buffer.
+    budget = DEFAULT_BUDGET if max_memory is None else max_memory
+    lean = plan.per_example - plan.formed + _formed.COLUMN_BYTES / n1
+    if (x2 is None and bs < n1 and (batch_size is None or batch_size >= n1)
+            and 2 * n1 * lean + n1 * n1 * plan.per_pair <= budget):
+        bs = n1  # formed a chunk at a time (_formed.LazyJacobians), the Jacobians fit one block
+    # One block against itself: each state is contracted once, so Jacobians can be formed
+    # when their products are due, in one reused buffer.
     lazy = x2 is None and bs >= n1
 
     like = x1.new_empty(0, dtype=pr.dtype)  # the computation's dtype (x1 may hold indices)
@@ -317,7 +338,6 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
         return _features(plan, model, params, constants, fb_params, fb_constants, x, k, like,
                          lazy)
 
-    budget = DEFAULT_BUDGET if max_memory is None else max_memory
     out = new_result(n1, n2, k, outputs, like)
     return fill_blocks(out, x1, x2, block=bs, left=state, right=None,
                        pair=lambda a, b: pair_block(a, b, outputs, k), outputs=outputs,
@@ -329,7 +349,8 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
               x: Tensor, k: int, like: Tensor, lazy: bool = False) -> BlockState:
     """A block's state for ``pair_block``: Gram-route factors and a list of the Jacobians
     ``(B, K, P_i)`` of everything else (kept apart: concatenating would copy them);
-    ``lazy``: convolution weights' Jacobians as ``LazyJacobian`` factors instead."""
+    ``lazy``: convolution weights' Jacobians as ``LazyJacobian`` factors instead, and the
+    others' as one ``LazyJacobians``."""
     n = x.shape[0]
     f, calls = _forward(model, params, constants, plan.modules, x)
     used = [(mid, i) for g in plan.groups for mid, i in g.calls]
@@ -344,12 +365,16 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
                     strict=True))  # (B, K, *out) per call
     grams: list[GramFactor] = []
     jacs: list[Tensor | LazyJacobian] = []
+    # Jacobian-route rows groups and direct groups are written into one buffer (B, K, P'):
+    # one product per pair of blocks instead of one per group, and no copies into it.
+    pieces: list[tuple[int, object]] = []  # (columns per output unit, what fills them)
     for g in plan.groups:
         handler = g.handler
         if handler.kind == "direct":
             role = next(iter(g.roles.values()))[0]
-            jacs.append(sum(handler.jacobian(plan.modules[mid].module, calls[mid][i].feature,
-                                             g_of[(mid, i)], role) for mid, i in g.calls))
+            pieces.append((g.n_params, sum(
+                handler.jacobian(plan.modules[mid].module, calls[mid][i].feature,
+                                 g_of[(mid, i)], role) for mid, i in g.calls)))
             continue
         first = calls[g.calls[0][0]][g.calls[0][1]].feature
         if (g.route == "jacobian" and len(g.calls) == 1 and handler is CONV_HANDLER
@@ -376,12 +401,15 @@ def _features(plan: Plan, model: nn.Module, params, constants, fb_params, fb_con
             grams.append(GramFactor(handler.kind, a if handler.kind == "index" else a[:, 0],
                                     grad, const))
         else:
-            jacs.append(torch.einsum("bgsi,bgsoc->bogic", a, grad).reshape(n, k, -1))
+            pieces.append((a.shape[1] * a.shape[3] * grad.shape[4], (a, grad)))
     if fb_params:
         jacs.extend(per_example_jacobians(model, fb_params, fb_constants, x))
-    narrow = [j for j in jacs if j.shape[2] < _NARROW]
-    if len(narrow) > 1:  # one product for all of them: many thin ones cost more than a copy
-        jacs = [j for j in jacs if j.shape[2] >= _NARROW] + [torch.cat(narrow, dim=2)]
+    # Narrow Jacobians join the buffer: many thin products cost more than a copy.
+    pieces += [(j.shape[2], j) for j in jacs if isinstance(j, Tensor) and j.shape[2] < _NARROW]
+    jacs = [j for j in jacs if not (isinstance(j, Tensor) and j.shape[2] < _NARROW)]
+    if pieces:
+        jacs.append(LazyJacobians(pieces, n, k, like) if lazy
+                    else fill_jacobian(pieces, n, k, like))
     return BlockState(n, like, grams, jacs)
 
 
