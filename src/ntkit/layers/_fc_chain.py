@@ -19,6 +19,7 @@ compositions) join through the default ``expectations_into``, which copies. Anyt
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,11 @@ from torch import Tensor
 from ..kernel import Kernel, restore_diagonal
 
 __all__ = ["FCChain"]
+
+# The block buffers of each thread, kept between kernel calls (a solver streaming kernel rows
+# calls once per block of rows; fresh buffers would page-fault anew each time). Per thread:
+# two threads computing kernels at once (Dask's threaded workers) never share one.
+_LOCAL = threading.local()
 
 
 class FCChain:
@@ -41,7 +47,7 @@ class FCChain:
     def __init__(self, layers: tuple, template: Callable[..., Kernel]):
         self.layers = layers
         self._template = template
-        self._buffers: dict = {}
+        self._meta_cache: dict = {}
 
     @classmethod
     def of(cls, planned, template: Callable[..., Kernel]) -> FCChain | None:
@@ -111,19 +117,24 @@ class FCChain:
         """The record's bookkeeping (shapes, Gaussianity, sources) from the general route on
         one input, computed once."""
         key = ("meta", need_ntk)
-        if key not in self._buffers:
+        if key not in self._meta_cache:
             one = x1[:1]
-            self._buffers[key] = self._template(one, None, (one * one).sum(1) / one.shape[1],
+            self._meta_cache[key] = self._template(one, None, (one * one).sum(1) / one.shape[1],
                                                 None, need_ntk=need_ntk, diagonal=False)
-        return self._buffers[key]
+        return self._meta_cache[key]
 
     def _views(self, b1: int, b2: int, dtype: torch.dtype, device: torch.device,
                need_ntk: bool) -> list[Tensor]:
-        """Four contiguous ``(b1, b2)`` views of buffers sized for the largest block so far."""
-        key = (dtype, device)
-        flat = self._buffers.get(key)
+        """Four contiguous ``(b1, b2)`` views of this thread's buffers (grown to the largest
+        block so far). The views are used by one block at a time: a call copies its block out
+        (``_Assembly.put``) before the next block starts."""
+        pool = getattr(_LOCAL, "buffers", None)
+        if pool is None:
+            pool = _LOCAL.buffers = {}
+        key = (dtype, str(device))
+        flat = pool.get(key)
         size = b1 * b2
         if flat is None or flat.shape[1] < size:
             flat = torch.empty(4, size, dtype=dtype, device=device)
-            self._buffers[key] = flat
+            pool[key] = flat
         return [row[:size].view(b1, b2) for row in flat]
