@@ -14,11 +14,16 @@ from torch import Tensor
 
 from ._memory import empty
 
-__all__ = ["COLUMN_BYTES", "LazyJacobians", "fill_jacobian"]
+__all__ = ["COLUMN_BYTES", "LazyJacobians", "column_bytes", "fill_jacobian"]
 
 # Bytes per chunk of a LazyJacobians: a syrk of a 256-row float64 chunk of 64 MiB was within
 # a few per cent of one syrk of the whole (bench/empirical_attention.py's 100 MB Jacobian).
 COLUMN_BYTES = 64 << 20
+
+
+def column_bytes() -> int:
+    """``COLUMN_BYTES``, read when called (tests shrink it)."""
+    return COLUMN_BYTES
 
 
 def fill_jacobian(pieces: list[tuple[int, object]], n: int, k: int, like: Tensor,

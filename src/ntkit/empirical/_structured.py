@@ -43,10 +43,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..layers import ConvModule
-from . import _formed
 from ._blocks import fill_blocks, new_result
 from ._factors import CONV_HANDLER, StructuredHandler, handler_for
-from ._formed import LazyJacobians, fill_jacobian
+from ._formed import LazyJacobians, column_bytes, fill_jacobian
 from ._jacobian import per_example_jacobians, vmappable
 from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
 from ._model import check_outputs, functional_tensors
@@ -324,7 +323,7 @@ def structured_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None, *, selected:
     bs = block_size(max(n1, n2), per_example=plan.per_example, per_pair=plan.per_pair,
                     max_memory=max_memory, batch_size=batch_size, strategy="structured")
     budget = DEFAULT_BUDGET if max_memory is None else max_memory
-    lean = plan.per_example - plan.formed + _formed.COLUMN_BYTES / n1
+    lean = plan.per_example - plan.formed + column_bytes() / n1
     if (x2 is None and bs < n1 and (batch_size is None or batch_size >= n1)
             and 2 * n1 * lean + n1 * n1 * plan.per_pair <= budget):
         bs = n1  # formed a chunk at a time (_formed.LazyJacobians), the Jacobians fit one block
