@@ -410,9 +410,8 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     NumPy's allocator, which asks Linux for transparent huge pages (``madvise``): the first
     write to ``torch.empty``'s memory faults every 4 KiB page, which for the two ``N x N``
     outputs of a fully connected kernel costs about a fifth of the input's Gram product."""
-    itemsize = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 0
     if device.type == "cpu" and dtype in (torch.float32, torch.float64) \
-            and math.prod(shape) * itemsize >= _LARGE:
+            and math.prod(shape) * dtype.itemsize >= _LARGE:
         import numpy as np
 
         return torch.from_numpy(np.empty(shape, dtype=np.float32 if dtype == torch.float32

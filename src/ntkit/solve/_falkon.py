@@ -35,7 +35,6 @@ from torch import Tensor
 
 from ._cg import CGConvergenceWarning
 from ._cholesky import cholesky
-from ._landmarks import SpecKernel
 
 __all__ = ["BlockData", "falkon", "gram_products", "block_products"]
 
@@ -56,12 +55,11 @@ class BlockData:
 
     def block(self, r0: int, r1: int, buffer: Tensor | None = None) -> Tensor:
         """``k(x[r0:r1], centers)``: kept, or computed (into ``buffer``, ``(>= r1 - r0, M)``,
-        when given and nothing is kept: a network's kernel is then written in place)."""
+        when given and nothing is kept)."""
         if self.kept is not None and r0 in self.kept:
             return self.kept[r0]
-        if self.kept is None and buffer is not None and isinstance(self.kernel_fn, SpecKernel):
-            return self.kernel_fn(self.x[r0:r1], self.centers, out=buffer[:r1 - r0])
-        k = self.kernel_fn(self.x[r0:r1], self.centers)
+        out = buffer[:r1 - r0] if self.kept is None and buffer is not None else None
+        k = self.kernel_fn(self.x[r0:r1], self.centers, out=out)
         if self.kept is not None:
             self.kept[r0] = k
         return k

@@ -61,7 +61,9 @@ class CallableKernel:
 
     fn: object
 
-    def __call__(self, x1: Tensor, x2: Tensor) -> Tensor:
+    def __call__(self, x1: Tensor, x2: Tensor, *, out: Tensor | None = None) -> Tensor:
+        """``(N1, N2)`` in ``x1``'s dtype, copied into ``out`` when given (as
+        :class:`SpecKernel` writes into it)."""
         k = self.fn(x1, x2)
         if not isinstance(k, Tensor):
             k = torch.as_tensor(k)
@@ -71,7 +73,7 @@ class CallableKernel:
                              f"N2={x2.shape[0]}")
         if not all_finite(k):
             raise ValueError("kernel returned NaN or infinite values")
-        return k.to(x1.dtype)
+        return k.to(x1.dtype) if out is None else out.copy_(k)
 
     def diagonal(self, x: Tensor) -> Tensor:
         # A plain callable has no diagonal of its own: small square blocks waste little.
