@@ -13,7 +13,9 @@ holds ``O(m^2)`` random numbers per further layer, so composed maps stop at ``m 
 The NTK sketch runs three ways: as built now (one shared tree of TensorSRHTs for all degrees,
 each degree an equal share of ``m``), with the paper's final SRHT (``sketch_dim = m / 4``),
 and, as the anchor of both, the previous construction (one tree per degree,
-``bench/_sketch_previous.py``), all in the same run; a last table gives the time ratios.
+``bench/_sketch_previous.py``), all in the same run; a table gives the time ratios. With
+biases (depth 1: one polynomial; depth 2, 3: layer by layer) it is compared with NTK random
+features of the same network (``NTKFeatures``) at the same ``m`` in a last table.
 
 For the NTK sketch the error does not fall below the error of its polynomial (``poly``,
 relative to ``F(1)``, printed with it): Zandieh et al. 2021 report downstream accuracy
@@ -81,15 +83,20 @@ def _families() -> list[tuple]:
                     lambda m, s, d=depth: NTKSketch(m, depth=d, W_std=W_STD, degree=8,
                                                     sketch_dim=m // 4, random_state=s),
                     exact, 16384))
-    out.append(("sketch bias d1",
-                lambda m, s: NTKSketch(m, depth=1, W_std=W_STD, b_std=B_STD, degree=8,
-                                       random_state=s),
-                lambda x: _net(1, B_STD).kernel(x, get="ntk").ntk, 16384))
+    for depth in (1, 2, 3):  # depth >= 2: the layer-by-layer sketch
+        out.append((f"sketch bias d{depth}",
+                    lambda m, s, d=depth: NTKSketch(m, depth=d, W_std=W_STD, b_std=B_STD,
+                                                    degree=8, random_state=s),
+                    lambda x, d=depth: _net(d, B_STD).kernel(x, get="ntk").ntk, 16384))
+    out.append(("NTK RF depth 3", lambda m, s: NTKFeatures(m, depth=3, W_std=W_STD, b_std=B_STD,
+                                                           random_state=s),
+                lambda x: _net(3, B_STD).kernel(x, get="ntk").ntk, 8192))
     return out
 
 
 def _sketch_ratios(rows: list[dict]) -> None:
-    """The NTK sketch's rows against the previous construction's, same depth and ``m``."""
+    """The NTK sketch's rows against the previous construction's, and with biases against NTK
+    random features, same depth and ``m``."""
     print("\n## NTK sketch against the previous construction (one tree per degree), same run")
     print(f"{'variant':<20} {'m':>6} {'error / prev.':>14} {'time / prev.':>13}")
     prev = {(r["family"][-1], r["m"]): r for r in rows
@@ -99,6 +106,16 @@ def _sketch_ratios(rows: list[dict]) -> None:
             p = prev[r["family"][-1], r["m"]]
             print(f"{r['family']:<20} {r['m']:>6} {r['error'] / p['error']:>14.3f} "
                   f"{r['transform_s'] / p['transform_s']:>13.3f}")
+    print("\n## NTK sketch with biases (layer by layer at depth >= 2) against NTK random "
+          "features of the same network, same run")
+    print(f"{'variant':<20} {'m':>6} {'error / RF':>11} {'time / RF':>10}")
+    rf = {(r["family"][-1], r["m"]): r for r in rows
+          if r["family"].startswith("NTK RF") and "m" in r}
+    for r in rows:
+        if "m" in r and r["family"].startswith("sketch bias") and (r["family"][-1], r["m"]) in rf:
+            p = rf[r["family"][-1], r["m"]]
+            print(f"{r['family']:<20} {r['m']:>6} {r['error'] / p['error']:>11.3f} "
+                  f"{r['transform_s'] / p['transform_s']:>10.3f}")
 
 
 def random_features(*, quick: bool = False, repeats: int = 3, draws: int = 2) -> list[dict]:

@@ -16,7 +16,7 @@ Sections (each a function in its own module ``bench/_features_*.py``):
 
 Run with nothing else busy:
 
-    python bench/features.py [--quick] [--repeats 3] [--draws 2]
+    python bench/features.py [--quick] [--repeats 3] [--draws 2] [--only SECTION ...]
 """
 
 from __future__ import annotations
@@ -30,21 +30,29 @@ from _features_attention import attention_table, snnk_table
 from _features_krr import krr_table
 from _features_rf import random_features
 
+SECTIONS = ["random_features", "attention", "snnk", "krr"]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timings: median of this many")
     parser.add_argument("--draws", type=int, default=2, help="independent maps per error")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="run only these sections")
     args = parser.parse_args()
     matmul = matmul_seconds(torch.float64)
     print(f"yardstick: 4096 x 4096 float64 matmul {matmul:.3f} s "
           f"({2 * 4096**3 / matmul / 1e9:.0f} GFLOP/s), torch threads {torch.get_num_threads()}")
-    random_features(quick=args.quick, repeats=args.repeats, draws=args.draws)
-    attention_table([1024 * 2**i for i in range(3)] if args.quick else None,
-                    repeats=1 if args.quick else args.repeats)
-    snnk_table([64, 256, 1024] if args.quick else None)
-    krr_table()
+    if "random_features" in args.only:
+        random_features(quick=args.quick, repeats=args.repeats, draws=args.draws)
+    if "attention" in args.only:
+        attention_table([1024 * 2**i for i in range(3)] if args.quick else None,
+                        repeats=1 if args.quick else args.repeats)
+    if "snnk" in args.only:
+        snnk_table([64, 256, 1024] if args.quick else None)
+    if "krr" in args.only:
+        krr_table()
 
 
 if __name__ == "__main__":

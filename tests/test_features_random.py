@@ -186,8 +186,9 @@ def test_sketch_polynomial_is_close_to_the_ntk_and_improves_with_degree():
 def test_sketch_with_a_bias_is_close_to_the_ntk():
     # At depth 1 with b_std > 0 the NTK is r_x r_y F(c) + b^2 exactly (the derivation in the
     # module docstring): the surrogate is within poly_error_ * F(1) r_x r_y of ntkit's NTK,
-    # and past one hidden layer the NTK is not of that form (so NTKSketch refuses it): the
-    # same formula with depth 2 misses the NTK by far more than the polynomial's error.
+    # and past one hidden layer the NTK is not of that form (so NTKSketch sketches it layer by
+    # layer, tests/test_features_ntk_sketch.py): the same formula with depth 2 misses the NTK
+    # by far more than the polynomial's error.
     x = _pairs()
     w, b = 1.3, 0.4
     phi = NTKSketch(64, depth=1, W_std=w, b_std=b, degree=16).fit(x)
@@ -206,7 +207,7 @@ def test_one_tree_serves_every_degree():
     # [0, j) as dyadic blocks (the binary digits of j), and the TensorSRHT counts of the
     # module docstring: 12 at degree 8 and 32 at degree 16, against sum_j (j - 1) = 28 and
     # 120 for one tree per degree.
-    from ntkit.features._ntk_sketch import dyadic_blocks, tree_nodes
+    from ntkit.features._polysketch import dyadic_blocks, tree_nodes
 
     assert dyadic_blocks(7) == [(0, 4), (4, 2), (6, 1)] and dyadic_blocks(8) == [(0, 8)]
     for q, count in ((8, 12), (16, 32)):
@@ -261,7 +262,8 @@ def test_relative_frobenius_error_decays_like_inverse_sqrt_m(family):
 
 ESTIMATORS = [ArcCosineFeatures(8, order=2, depth=2), NNGPFeatures(8, depth=2, b_std=0.1),
               NTKFeatures(8, depth=2, b_std=0.1), NTKSketch(12, depth=2, degree=4),
-              NTKSketch(12, depth=1, b_std=0.2, degree=5, sketch_dim=8)]
+              NTKSketch(12, depth=1, b_std=0.2, degree=5, sketch_dim=8),
+              NTKSketch(12, depth=2, b_std=0.2, degree=4)]
 
 
 @pytest.mark.parametrize("est", ESTIMATORS, ids=lambda e: type(e).__name__)
@@ -372,7 +374,7 @@ def test_random_state_semantics():
     (lambda: NTKFeatures(8, W_std=float("inf")), "W_std"),
     (lambda: NTKFeatures(2, b_std=0.1), "n_components must be >= 3"),
     (lambda: NNGPFeatures(1, b_std=0.1), "n_components must be >= 2"),
-    (lambda: NTKSketch(8, depth=2, b_std=0.1), "b_std > 0 needs depth=1"),
+    (lambda: NTKSketch(5, depth=2, b_std=0.1), "n_components must be >= 6"),
     (lambda: NTKSketch(8, sketch_dim=0), "sketch_dim"),
     (lambda: NTKSketch(1, sketch_dim=4), "n_components must be >= 2"),
     (lambda: NTKSketch(2, b_std=0.1, sketch_dim=4), "n_components must be >= 3"),
