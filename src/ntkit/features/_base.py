@@ -123,6 +123,13 @@ class RandomFeatureMap(TransformerMixin, BaseEstimator, nn.Module):
         cast = like.dtype if value.is_floating_point() else value.dtype
         return value.to(dtype=cast, device=like.device)
 
+    def _tensor_srht(self, name: str, t: Tensor, s: Tensor) -> Tensor:
+        """``Q(t ⊗ s)`` with the TensorSRHT drawn under ``name`` (``_sketch.put_tensor_srht``)."""
+        from ._sketch import tensor_srht
+
+        return tensor_srht(t, s, *(self._buffer(f"{name}{key}_", t)
+                                   for key in ("sigma", "tau", "rows")))
+
     def _check_tensor(self, x: Tensor, *, reset: bool) -> Tensor:
         if not x.is_floating_point():
             raise TypeError(f"X must have a floating-point dtype; got {x.dtype}")

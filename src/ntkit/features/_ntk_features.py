@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from ._arccos import DenseReLUFeatureMap, check_dense_params, dense
-from ._sketch import draw_tensor_srht, tensor_srht
+from ._sketch import put_tensor_srht
 
 __all__ = ["NTKFeatures"]
 
@@ -75,8 +75,7 @@ class NTKFeatures(DenseReLUFeatureMap):
             t_dim = d + c if layer == 0 else self.n_components
             draws[f"omega{layer}"] = torch.randn(h, g_dim, generator=generator,
                                                  dtype=torch.float64)
-            for name, value in draw_tensor_srht(t_dim, h, r, generator).items():
-                draws[f"{name}{layer}"] = value
+            put_tensor_srht(draws, f"q{layer}_", t_dim, h, r, generator)
         return draws
 
     def _features(self, x):
@@ -88,8 +87,7 @@ class NTKFeatures(DenseReLUFeatureMap):
             u = g @ self._buffer(f"omega{layer}_", x).T
             f = torch.relu(u) * h**-0.5
             s = (u > 0).to(x.dtype) * h**-0.5
-            sketch = tensor_srht(t, s, *(self._buffer(f"{name}{layer}_", x)
-                                         for name in ("sigma", "tau", "rows")))
+            sketch = self._tensor_srht(f"q{layer}_", t, s)
             g = dense(f, W_std=w, b_std=b)
             t = torch.cat([sketch * w, g], dim=1)
         return t

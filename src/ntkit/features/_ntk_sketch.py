@@ -68,7 +68,7 @@ from torch import Tensor
 from ._arccos import _B_STD, _DEPTH, _W_STD, check_dense_params, dense
 from ._base import RandomFeatureMap
 from ._polysketch import draw_powers, nonneg_polynomial, sketch_powers
-from ._sketch import draw_tensor_srht, tensor_srht
+from ._sketch import put_tensor_srht
 
 __all__ = ["NTKSketch", "ntk_polynomial"]
 
@@ -219,16 +219,12 @@ class NTKSketch(RandomFeatureMap):
             return list(self._steps(x))[-1][1]
         return self._features_one(x)
 
-    def _srht(self, name: str, t: Tensor, s: Tensor) -> Tensor:
-        return tensor_srht(t, s, *(self._buffer(f"{name}{key}_", t)
-                                   for key in ("sigma", "tau", "rows")))
-
     # --- one polynomial of the input angle -------------------------------------------------
 
-    def _layout(self, coef: np.ndarray) -> tuple[list[int], int, int, int]:
+    def _layout(self, coef) -> tuple[list[int], int, int, int]:
         """``(active degrees, tree width, degree-1 width, zero columns)``; the last two only
         without a final SRHT (``sketch_dim=None``)."""
-        active = [j for j in range(1, len(coef)) if coef[j] > 0]
+        active = _active(coef)
         free = self.n_components - 1 - int(self.b_std > 0)
         if self.sketch_dim is not None:
             return active, int(self.sketch_dim), 0, 0
@@ -249,28 +245,28 @@ class NTKSketch(RandomFeatureMap):
         dims = draw_powers(draws, generator, active, leaf=d + int(self.b_std > 0), width=width)
         out = self.n_components - 1 - int(self.b_std > 0)
         if self.sketch_dim is not None:  # the paper's final SRHT of the concatenation
-            _put(draws, "out_", generator, sum(dims.values()), 1, out)
+            put_tensor_srht(draws, "out_", sum(dims.values()), 1, out, generator)
         elif width1:  # degree 1 to its share of the features, as the others
-            _put(draws, "j1_srht_", generator, dims[1], 1, width1)
+            put_tensor_srht(draws, "j1_srht_", dims[1], 1, width1, generator)
         return draws
 
     def _features_one(self, x):
         coef = self._buffer("coef_", x)
-        active, _, width1, zeros = self._layout(coef.detach().cpu().numpy())
+        active, _, width1, zeros = self._layout(coef)
         xt = dense(x, W_std=float(self.W_std), b_std=float(self.b_std), scale=x.shape[1] ** -0.5)
         r = xt.norm(dim=1, keepdim=True)
         unit = xt / torch.where(r > 0, r, torch.ones_like(r))
         ones = torch.ones_like(r)
-        powers = sketch_powers(unit, active, self._srht)
+        powers = sketch_powers(unit, active, self._tensor_srht)
         parts = []
         for j in active:
             s_j = powers[j]
             if j == 1 and self.sketch_dim is None:
-                s_j = self._srht("j1_srht_", s_j, ones)
+                s_j = self._tensor_srht("j1_srht_", s_j, ones)
             parts.append(coef[j].sqrt() * s_j)
         z = torch.cat(parts, dim=1) * r
         if self.sketch_dim is not None:
-            z = self._srht("out_", z, ones)
+            z = self._tensor_srht("out_", z, ones)
         exact = [coef[0].sqrt() * r]
         if self.b_std > 0:
             exact.append(torch.full_like(r, float(self.b_std)))
@@ -305,12 +301,14 @@ class NTKSketch(RandomFeatureMap):
             dims = draw_powers(draws, generator, active, leaf=d + 1 if layer == 0 else h,
                                width=width, prefix=pre)
             if self.sketch_dim is not None:  # compress the concatenations, as the paper
-                _put(draws, pre + "k1_", generator, sum(dims[j] for j in act1), 1, h - 2)
-                _put(draws, pre + "k0_", generator, sum(dims[j] for j in act0), 1, h - 2)
+                put_tensor_srht(draws, pre + "k1_", sum(dims[j] for j in act1), 1, h - 2,
+                                generator)
+                put_tensor_srht(draws, pre + "k0_", sum(dims[j] for j in act0), 1, h - 2,
+                                generator)
             elif width1:  # S_1 = u to its share, as the other degrees
-                _put(draws, pre + "j1_srht_", generator, dims[1], 1, width1)
-            _put(draws, pre + "theta_", generator, d + 1 if layer == 0 else self.n_components,
-                 h - 1, r)
+                put_tensor_srht(draws, pre + "j1_srht_", dims[1], 1, width1, generator)
+            put_tensor_srht(draws, pre + "theta_", d + 1 if layer == 0 else self.n_components,
+                            h - 1, r, generator)
         return draws
 
     def _steps(self, x: Tensor):
@@ -328,22 +326,22 @@ class NTKSketch(RandomFeatureMap):
             pre = f"l{layer}_"
             norm = phi.norm(dim=1, keepdim=True)
             unit = phi / torch.where(norm > 0, norm, one)
-            powers = sketch_powers(unit, active, self._srht, prefix=pre)
+            powers = sketch_powers(unit, active, self._tensor_srht, prefix=pre)
             if self.sketch_dim is not None:
-                z1 = self._srht(pre + "k1_", torch.cat([a1[j].sqrt() * powers[j]
+                z1 = self._tensor_srht(pre + "k1_", torch.cat([a1[j].sqrt() * powers[j]
                                                         for j in act1], 1), one)
-                z0 = self._srht(pre + "k0_", torch.cat([a0[j].sqrt() * powers[j]
+                z0 = self._tensor_srht(pre + "k0_", torch.cat([a0[j].sqrt() * powers[j]
                                                         for j in act0], 1), one)
             else:  # equal shares, concatenated as they are (zeros where a_j = 0)
                 if width1:
-                    powers[1] = self._srht(pre + "j1_srht_", powers[1], one)
+                    powers[1] = self._tensor_srht(pre + "j1_srht_", powers[1], one)
                 z1 = torch.cat([a1[j].sqrt() * powers[j] for j in active], 1)
                 z0 = torch.cat([a0[j].sqrt() * powers[j] for j in active], 1)
                 pad = h - 2 - z1.shape[1]  # only without degree 1: columns of zeros
                 z1, z0 = (torch.nn.functional.pad(z, (0, pad)) for z in (z1, z0))
             phi = torch.cat([(w * a1[0].sqrt()) * s, (w * s) * z1, b * one], dim=1)
             p = torch.cat([a0[0].sqrt() * one, z0], dim=1)
-            psi = torch.cat([phi, w * self._srht(pre + "theta_", psi, p)], dim=1)
+            psi = torch.cat([phi, w * self._tensor_srht(pre + "theta_", psi, p)], dim=1)
             s = (w * w * a1.sum() * s * s + b * b).sqrt()  # P_1(1) = kappa_1(1): exact
             yield phi, psi
 
@@ -390,10 +388,5 @@ def _layered_poly_error(depth: int, W_std: float, b_std: float, degree: int) -> 
 
 
 def _active(coef) -> list[int]:
-    """The degrees ``j >= 1`` with a nonzero coefficient."""
-    return [j for j in range(1, len(coef)) if float(coef[j]) > 0]
-
-
-def _put(draws: dict, name: str, generator, p: int, q: int, m: int) -> None:
-    for key, value in draw_tensor_srht(p, q, m, generator).items():
-        draws[f"{name}{key}"] = value
+    """The degrees ``j >= 1`` with a nonzero coefficient (an array or a tensor, read once)."""
+    return [j for j, a in enumerate(coef.tolist()) if j >= 1 and a > 0]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
-from ._sketch import draw_tensor_srht
+from ._sketch import put_tensor_srht
 
 __all__ = ["nonneg_polynomial", "dyadic_blocks", "tree_nodes", "draw_powers", "sketch_powers"]
 
@@ -107,8 +107,7 @@ def draw_powers(draws: dict[str, Tensor], generator, degrees: list[int], *, leaf
     **Returns:** the dimension of each ``S_j`` (``leaf`` for ``j = 1``, else ``width``).
     """
     def put(name: str, p: int, q: int) -> None:
-        for key, value in draw_tensor_srht(p, q, width, generator).items():
-            draws[f"{prefix}{name}{key}"] = value
+        put_tensor_srht(draws, prefix + name, p, q, width, generator)
 
     for start, size in tree_nodes(degrees):
         side = leaf if size == 2 else width

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["fwht", "draw_tensor_srht", "tensor_srht"]
+__all__ = ["fwht", "draw_tensor_srht", "put_tensor_srht", "tensor_srht"]
 
 
 def fwht(x: Tensor) -> Tensor:
@@ -66,6 +66,14 @@ def draw_tensor_srht(p: int, q: int, m: int, generator: torch.Generator) -> dict
     rows = torch.cat([torch.randperm(size, generator=generator) + b * size
                       for b in range(blocks)])[:m]
     return {"sigma": sigma, "tau": tau, "rows": rows}
+
+
+def put_tensor_srht(draws: dict[str, Tensor], name: str, p: int, q: int, m: int,
+                    generator: torch.Generator) -> None:
+    """:func:`draw_tensor_srht` into ``draws`` under ``name + "sigma"``, ``"tau"``, ``"rows"``
+    (what :meth:`~ntkit.features.RandomFeatureMap._tensor_srht` applies by ``name``)."""
+    for key, value in draw_tensor_srht(p, q, m, generator).items():
+        draws[name + key] = value
 
 
 def tensor_srht(t: Tensor, s: Tensor, sigma: Tensor, tau: Tensor, rows: Tensor) -> Tensor:
