@@ -51,9 +51,9 @@ def fill_jacobian(pieces: list[tuple[int, object]], n: int, k: int, like: Tensor
     buf = (empty((n, k, width), like) if buffer is None
            else buffer[:n * k * width].view(n, k, width))
     start = 0
-    for width, piece in pieces:
-        view = buf[:, :, start:start + width]
-        start += width
+    for cols, piece in pieces:
+        view = buf[:, :, start:start + cols]
+        start += cols
         if isinstance(piece, Tensor):
             view.copy_(piece)
             continue
