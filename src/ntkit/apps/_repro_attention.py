@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import layers as L  # noqa: N812 - the convention of docs/conventions.md
+from ..solve import kernel_ridge
 
 __all__ = ["duplicate_task", "twin_errors", "head_kurtosis", "task_accuracies", "TaskResult"]
 
@@ -176,7 +177,6 @@ def task_accuracies(*, seeds: int, n_train: int, n_test: int, ridge: float = 1e-
             tr, te = xs[:n_train], xs[n_train:]
             k = net.kernel(tr, get="nngp").nngp
             kt = net.kernel(te, tr, get="nngp").nngp
-            reg = ridge * k.diagonal().mean() * torch.eye(n_train, dtype=F64)
-            pred = kt @ torch.linalg.solve(k + reg, y[:n_train])
+            pred = (kt @ kernel_ridge(k, y[:n_train], alpha=ridge))[:, 0]
             acc[name].append(float((pred.sign() == y[n_train:]).double().mean()))
     return TaskResult({k: np.array(v) for k, v in acc.items()}, float(np.mean(positive)))
