@@ -148,7 +148,9 @@ def sample_landmarks(kernel_fn, x: Tensor, m: int, *, sampling: str = "uniform",
 
 
 def _recursive_rls(kernel_fn, x: Tensor, m: int, perm: Tensor, g: torch.Generator,
-                   block_size: int) -> Tensor:
+                   block_size: int) -> tuple[Tensor, Tensor]:
+    """``(indices, p)``: the ``m`` landmarks drawn at the last level and the probability
+    with which each was drawn."""
     n = x.shape[0]
     sizes = [n]
     while sizes[-1] > 2 * m:  # nested halves down to a level small enough to keep whole
