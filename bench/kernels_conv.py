@@ -36,7 +36,7 @@ import time
 import torch
 
 import ntkit
-from _common import matmul_seconds
+from _common import matmul_seconds, status_kb
 from ntkit import layers as L
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -62,14 +62,6 @@ def _maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -85,14 +77,14 @@ def _child(head: str, dtype: str, n: int, repeats: int) -> None:
     net = cnn(head)
     net.kernel(x[:2])  # load libraries and start threads before measuring
     reset = _reset_peak()
-    base = _status_bytes("VmRSS") if reset else _maxrss_bytes()
+    base = status_kb("VmRSS") * 1024 if reset else _maxrss_bytes()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         k = net.kernel(x, progress=False)
         times.append(time.perf_counter() - t)
     assert k.ntk.shape == (n, n) and bool(torch.isfinite(k.ntk).all())
-    peak = (_status_bytes("VmHWM") if reset else _maxrss_bytes()) - base
+    peak = (status_kb("VmHWM") * 1024 if reset else _maxrss_bytes()) - base
     print(json.dumps({"seconds": statistics.median(times), "peak": peak}))
 
 
