@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..kernel import Kernel, restore_diagonal
+from ..kernel import Kernel, input_variances, restore_diagonal
 
 __all__ = ["FCChain"]
 
@@ -119,8 +119,8 @@ class FCChain:
         key = ("meta", need_ntk)
         if key not in self._meta_cache:
             one = x1[:1]
-            self._meta_cache[key] = self._template(one, None, (one * one).sum(1) / one.shape[1],
-                                                None, need_ntk=need_ntk, diagonal=False)
+            self._meta_cache[key] = self._template(one, None, input_variances(one), None,
+                                                need_ntk=need_ntk, diagonal=False)
         return self._meta_cache[key]
 
     def _views(self, b1: int, b2: int, dtype: torch.dtype, device: torch.device,

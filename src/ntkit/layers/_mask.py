@@ -120,8 +120,16 @@ def zero_masked(t: Tensor | None, m1: Tensor, m2: Tensor | None, *, pair: bool,
     involves a masked position set to zero (``where``, not a product: no ``0 * inf``)."""
     if t is None or t.ndim == 0:
         return t
-    keep = _keep(m1, m2, pair=pair, full=full)
-    return torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
+    return _where(_keep(m1, m2, pair=pair, full=full), t)
+
+
+def _where(keep: Tensor, t: Tensor | None) -> Tensor | None:
+    """``t``, a kernel array of ``keep``'s size (positions flattened or not), zero where
+    ``keep`` is false; ``None`` and the 0-d zero NTK pass through."""
+    if t is None or t.ndim == 0:
+        return t
+    zero = torch.zeros((), dtype=t.dtype, device=t.device)
+    return torch.where(keep, t.reshape(keep.shape), zero).reshape(t.shape)
 
 
 def remask(k):
@@ -129,22 +137,14 @@ def remask(k):
     carries no mask or has no positions): neural-tangents' ``Kernel.mask``."""
     if isinstance(k, list) or k.mask1 is None or k.n_spatial == 0:
         return k
-    p = math.prod(k.shape1[2:])
     full = not k.diagonal_spatial
-    pos = (p, p) if full else (p,)
     m2 = k.mask1 if k.mask2 is None else k.mask2
-
-    def go(t: Tensor | None, mask1: Tensor, mask2: Tensor | None) -> Tensor | None:
-        if t is None or t.ndim == 0:
-            return t
-        batch = 1 if mask2 is None else 2
-        flat = t.reshape(*t.shape[:batch], *pos)
-        return zero_masked(flat, mask1, mask2, pair=mask2 is not None,
-                           full=full).reshape(t.shape)
-
-    pair = None if k.diagonal else m2
-    return k.replace(nngp=go(k.nngp, k.mask1, pair), ntk=go(k.ntk, k.mask1, pair),
-                     cov1=go(k.cov1, k.mask1, None), cov2=go(k.cov2, m2, None))
+    # One mask per kind of array: the NNGP and NTK share theirs (cov1's with diagonal=True).
+    keep1 = _keep(k.mask1, None, pair=False, full=full)
+    keep12 = keep1 if k.diagonal else _keep(k.mask1, m2, pair=True, full=full)
+    keep2 = None if k.cov2 is None else _keep(m2, None, pair=False, full=full)
+    return k.replace(nngp=_where(keep12, k.nngp), ntk=_where(keep12, k.ntk),
+                     cov1=_where(keep1, k.cov1), cov2=_where(keep2, k.cov2))
 
 
 def check_maskable(net) -> None:

@@ -199,33 +199,26 @@ class GlobalAvgPool(Layer):
         k = self._one(k)
         check_full(k, repr(self))
         s = k.n_spatial
-        reduce = torch.sum if self._sum else torch.mean
 
-        def pool(t: Tensor) -> Tensor:
+        def pool(t: Tensor, reduce=torch.sum if self._sum else torch.mean) -> Tensor:
             return reduce(t.reshape(*t.shape[:t.ndim - 2 * s], -1), -1)
 
         out = self.out_shape(k.shape1[1:])
         if k.mask1 is None:
             return reduce_positions(k, pool, out)
         # Masked inputs: the mean over unmasked positions only (neural-tangents'), i.e. the
-        # sum of the remasked kernel (zero at masked positions) over the unmasked counts.
-        k = remask(k)
+        # sum of the remasked kernel (zero at masked positions) over the unmasked counts
+        # (integers: the diagonal stays cov1 exactly, divided by the same n^2).
         n1 = (~k.mask1).flatten(1).sum(1).to(k.nngp.dtype)
         n2 = n1 if k.mask2 is None else (~k.mask2).flatten(1).sum(1).to(k.nngp.dtype)
-
-        def masked(t: Tensor | None, count: Tensor) -> Tensor | None:
-            if t is None or t.ndim == 0:
-                return t
-            total = t.reshape(*t.shape[:t.ndim - 2 * s], -1).sum(-1)
-            return total if self._sum else total / count
-
+        k = reduce_positions(remask(k), lambda t: pool(t, torch.sum), out, mask1=None,
+                             mask2=None)
+        if self._sum:
+            return k
         pair = n1 ** 2 if k.diagonal else n1[:, None] * n2[None, :]
-        nngp, cov1 = masked(k.nngp, pair), masked(k.cov1, n1 ** 2)
-        if k.x1_is_x2 and not k.diagonal:
-            restore_diagonal(nngp, cov1)
-        return k.replace(nngp=nngp, ntk=masked(k.ntk, pair), cov1=cov1,
-                         cov2=masked(k.cov2, n2 ** 2), shape1=(k.shape1[0], *out),
-                         shape2=(k.shape2[0], *out), mask1=None, mask2=None)
+        return k.replace(nngp=k.nngp / pair,
+                         ntk=k.ntk if k.ntk is None or k.ntk.ndim == 0 else k.ntk / pair,
+                         cov1=k.cov1 / n1 ** 2, cov2=None if k.cov2 is None else k.cov2 / n2 ** 2)
 
     def build(self, in_shape, generator, dtype) -> nn.Module:
         return _GlobalPoolModule(self._sum)
