@@ -141,20 +141,6 @@ def test_float32_overflow_still_recomputed_in_float64():
     assert k.nngp.dtype == torch.float32 and bool(torch.isfinite(k.nngp).all())
 
 
-def test_large_outputs_are_ordinary_tensors():
-    """Outputs from NumPy's allocator behave as torch tensors: contiguous, writable,
-    picklable, shareable."""
-    import pickle
-
-    t = _compute._empty((1100, 1100), torch.float32, torch.device("cpu"))
-    assert t.shape == (1100, 1100) and t.dtype == torch.float32 and t.is_contiguous()
-    t.fill_(2.0)
-    assert float(pickle.loads(pickle.dumps(t)).sum()) == 2.0 * 1100 * 1100
-    assert t.share_memory_().is_shared()
-    small = _compute._empty((3, 3), torch.float64, torch.device("cpu"))
-    assert small.dtype == torch.float64
-
-
 @pytest.mark.parametrize("get", ["nngp", "ntk"])
 def test_kernel_matrix_is_one_kernel_into_a_reused_buffer(get):
     """``kernel_matrix`` (FALKON's streamed blocks) gives the entries of ``net.kernel`` for

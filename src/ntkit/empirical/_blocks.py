@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ._memory import empty, zeros
+from .._alloc import empty, zeros
 
 __all__ = ["OUTPUTS", "add_jacobian_products", "contract_jacobians", "fill_blocks",
            "new_result", "product_layout", "product_shape", "reduce_full", "symmetrize_",

@@ -25,8 +25,8 @@ from typing import ClassVar, TypeVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._alloc import empty
 from ..layers import ConvModule, DenseModule
-from ._memory import empty
 
 __all__ = ["CONV_HANDLER", "KINDS", "StructuredHandler", "handler_for", "register_structured"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._memory import empty
+from .._alloc import empty
 
 __all__ = ["COLUMN_BYTES", "LazyJacobians", "column_bytes", "fill_jacobian"]
 

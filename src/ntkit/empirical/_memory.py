@@ -1,17 +1,13 @@
-"""Block sizes over examples that keep a strategy's working memory under a budget, and
-allocation of the large buffers that the strategies fill."""
+"""Block sizes over examples that keep a strategy's working memory under a budget (the large
+buffers the strategies fill come from ``ntkit._alloc``)."""
 
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
-
-from torch import Tensor
 
 from .._bytes import parse_bytes
 
-__all__ = ["DEFAULT_BUDGET", "block_size", "check_max_memory", "empty", "zeros"]
+__all__ = ["DEFAULT_BUDGET", "block_size", "check_max_memory"]
 
 # Working memory per call when the caller sets no ``max_memory``.
 DEFAULT_BUDGET = 1 << 30
@@ -46,50 +42,3 @@ def block_size(n: int, *, per_example: float, per_pair: float, max_memory: int |
         b = budget / (2 * per_example)
     b = max(1, min(n, int(b)))
     return min(b, batch_size) if batch_size is not None else b
-
-
-_MADV_HUGEPAGE = 14  # Linux <sys/mman.h>
-_HUGE_FROM = 1 << 22  # bytes: buffers from 4 MiB up ask for huge pages
-_madvise = None
-
-
-def _advise_huge(t: Tensor) -> None:
-    """Ask Linux to back ``t``'s (not yet touched) pages with transparent huge pages.
-
-    A fresh buffer of a few hundred MB costs about as much in page faults on first write
-    with 4 KiB pages as the product that fills it; with 2 MiB pages several times less,
-    except for the first two or three in a process, while the kernel compacts memory into
-    huge pages (measured figures: bench/RESULTS.md). Works where
-    ``/sys/kernel/mm/transparent_hugepage/enabled`` is ``madvise`` or ``always``; elsewhere
-    (other systems, no THP) it does nothing.
-    """
-    global _madvise
-    if _madvise is None:
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).madvise
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            fn.restype = ctypes.c_int
-            _madvise = fn
-        except (OSError, AttributeError):
-            _madvise = False
-    if not _madvise:
-        return
-    start, size = t.data_ptr(), t.numel() * t.element_size()
-    lo, hi = (start + 4095) & ~4095, (start + size) & ~4095  # whole pages inside the buffer
-    if hi > lo:
-        _madvise(lo, hi - lo, _MADV_HUGEPAGE)  # advice only: a failure changes nothing
-
-
-def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Uninitialised buffer of ``like``'s dtype and device (huge pages for a large CPU one
-    on Linux, see ``_advise_huge``)."""
-    t = like.new_empty(shape)
-    if (sys.platform.startswith("linux") and t.device.type == "cpu"
-            and t.numel() * t.element_size() >= _HUGE_FROM):
-        _advise_huge(t)
-    return t
-
-
-def zeros(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """``empty(shape, like)`` filled with zeros."""
-    return empty(shape, like).zero_()

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._alloc import empty, zeros
 from ._blocks import (
     add_jacobian_products,
     new_result,
@@ -44,7 +45,6 @@ from ._blocks import (
     product_shape,
     transpose_block,
 )
-from ._memory import empty, zeros
 from ._syrk import add_syrk_, mirror_upper_, syrk_supported
 
 __all__ = ["BlockState", "GramFactor", "pair_block"]

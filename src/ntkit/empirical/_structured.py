@@ -42,12 +42,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._alloc import empty, zeros
 from ..layers import ConvModule
 from ._blocks import fill_blocks, new_result
 from ._factors import CONV_HANDLER, StructuredHandler, handler_for
 from ._formed import LazyJacobians, column_bytes, fill_jacobian
 from ._jacobian import per_example_jacobians, vmappable
-from ._memory import DEFAULT_BUDGET, block_size, empty, zeros
+from ._memory import DEFAULT_BUDGET, block_size
 from ._model import check_outputs, functional_tensors
 from ._pairs import BlockState, GramFactor, pair_block
 from ._probe import Probe

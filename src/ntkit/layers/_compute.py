@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._alloc import empty
 from .._bytes import human_bytes as human
 from .._bytes import parse_bytes
 from .._checks import all_finite, as_inputs, check_get, check_pair, positive_int
@@ -371,7 +372,7 @@ class _Assembly:
             def target(name: str) -> Tensor:
                 if self.out is not None and self.only == name:
                     return self.out
-                return _empty(shape, self.dtype, k.nngp.device)
+                return empty(shape, k.nngp.new_empty(0, dtype=self.dtype))
 
             self.nngp = target("nngp") if self.only in (None, "nngp") else None
             self.ntk = target("ntk") if self.need_ntk and self.only in (None, "ntk") else None
@@ -399,24 +400,6 @@ class _Assembly:
                 and bool(torch.isfinite(self._total)):
             return True
         return all(all_finite(t) for t in (self.nngp, self.ntk) if t is not None)
-
-
-# Outputs from this many bytes are allocated by NumPy (see _empty).
-_LARGE = 4 * 2**20
-
-
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """An uninitialised output tensor. Large float32/float64 ones on the CPU come from
-    NumPy's allocator, which asks Linux for transparent huge pages (``madvise``): the first
-    write to ``torch.empty``'s memory faults every 4 KiB page, which for the two ``N x N``
-    outputs of a fully connected kernel costs about a fifth of the input's Gram product."""
-    if device.type == "cpu" and dtype in (torch.float32, torch.float64) \
-            and math.prod(shape) * dtype.itemsize >= _LARGE:
-        import numpy as np
-
-        return torch.from_numpy(np.empty(shape, dtype=np.float32 if dtype == torch.float32
-                                         else np.float64))
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _put(out: Tensor, block: Tensor, i: int, j: int, *, symmetric: bool,
